@@ -1,0 +1,30 @@
+# The README's two commands, `make train` and `make test`, do all set-up themselves.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# The four original Fashion-MNIST .gz files; TFDS takes them from here when offline.
+MANUAL_DIR ?= $(abspath ../shared/data/fashion_mnist)
+WORKDIR ?= workdirs/default
+CONFIG ?= configs/default.py
+ARGS ?=
+
+MANUAL_FLAG := $(if $(wildcard $(MANUAL_DIR)/train-images-idx3-ubyte.gz),--config.data.manual_dir=$(MANUAL_DIR),)
+
+.PHONY: setup train test clean
+
+setup: $(VENV)/.installed
+
+# Re-installs only when the dependency list changes.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+train: setup
+	$(PY) -m cnn_jax.main --config=$(CONFIG) --workdir=$(WORKDIR) $(MANUAL_FLAG) $(ARGS)
+
+test: setup
+	CNN_JAX_MANUAL_DIR=$(MANUAL_DIR) $(PY) -m pytest tests
+
+clean:
+	rm -rf $(VENV) workdirs

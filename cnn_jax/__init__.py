@@ -1,0 +1,1 @@
+"""cnn_jax: the seed ConvNet on Fashion-MNIST in JAX/Flax."""

@@ -1,0 +1,71 @@
+"""The seed's ConvNet: [conv -> BatchNorm -> act -> pool] x 2 -> dense."""
+
+import functools
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from cnn_jax import pooling
+from cnn_jax import registry
+
+
+class CNN(nn.Module):
+  """Conv stages with an optional BatchNorm, then one fully connected layer.
+
+  Attributes:
+    features: filters per conv stage; the seed uses (16, 32).
+    kernel_size: square kernel side; padding keeps the spatial size ("same").
+    num_classes: outputs of the final dense layer.
+    act: elementwise nonlinearity after each conv (and BatchNorm).
+    pool: NHWC -> NHWC downsampling after each activation.
+    batch_norm: whether each conv is followed by BatchNorm. The convs keep
+      their bias either way, as in the seed's PyTorch model (29,034 params).
+    bn_axis_name: the mapped axis BatchNorm averages its statistics over, so
+      they are those of the global batch under pmap; None outside a pmap.
+  """
+  features: Sequence[int] = (16, 32)
+  kernel_size: int = 5
+  num_classes: int = 10
+  act: Callable[[jnp.ndarray], jnp.ndarray] = nn.relu
+  pool: Callable[[jnp.ndarray], jnp.ndarray] = pooling.max_pool
+  batch_norm: bool = True
+  bn_axis_name: str | None = 'batch'
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    pad = self.kernel_size // 2
+    for i, features in enumerate(self.features):
+      x = nn.Conv(features, (self.kernel_size, self.kernel_size),
+                  padding=((pad, pad), (pad, pad)), name=f'conv{i + 1}')(x)
+      if self.batch_norm:
+        # PyTorch BatchNorm2d defaults: running-average momentum 0.1, eps 1e-5.
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                         epsilon=1e-5, axis_name=self.bn_axis_name,
+                         name=f'bn{i + 1}')(x)
+      x = self.act(x)
+      x = self.pool(x)
+    x = x.reshape((x.shape[0], -1))
+    return nn.Dense(self.num_classes, name='fc')(x)
+
+
+# Used for testing only: one small stage keeps compilation quick.
+_TinyCNN = functools.partial(CNN, features=(4,), kernel_size=3)
+
+
+def create_model(model_config: ml_collections.ConfigDict, **kwargs: Any) -> CNN:
+  """Builds the CNN a config describes, resolving part names in the registry."""
+  pool = functools.partial(
+      registry.lookup('pooling', model_config.pooling),
+      window=model_config.pool_window,
+      stride=model_config.pool_stride,
+      padding=model_config.pool_padding)
+  return CNN(
+      features=tuple(model_config.features),
+      kernel_size=model_config.kernel_size,
+      num_classes=model_config.num_classes,
+      act=registry.lookup('activation', model_config.activation),
+      pool=pool,
+      batch_norm=model_config.batch_norm,
+      **kwargs)
