@@ -27,12 +27,28 @@ def _fail(message: str) -> None:
   sys.exit(2)
 
 
+def _unknown_field(argv: list[str], key: str) -> str:
+  """The `--config.a.b` override whose path holds the unknown `key`."""
+  for arg in argv:
+    if arg.startswith('--config.'):
+      path = arg[2:].split('=', 1)[0]
+      if key in path.split('.'):
+        return path
+  return f'config.{key}'
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's parser, with flag and config errors reduced to one line."""
   try:
     return FLAGS(argv)
   except flags.Error as e:
     _fail(str(e).splitlines()[0])
+  except (AttributeError, KeyError) as e:
+    # ml_collections raises these for an override of a field that does not
+    # exist; the locked config refuses new fields.
+    key = str(e).strip('"\'')
+    _fail(f'unknown config field {_unknown_field(argv, key)}; the config '
+          f'file lists the fields that exist')
 
 
 def _only_own_info(record) -> bool:

@@ -45,6 +45,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.manual_dir = ''
   # The last this-many training examples are the validation split.
   config.data.num_validation_examples = 5000
+  # Training-time augmentation, done on the device: mirror with p=1/2, and
+  # translate by up to this many pixels (0 = off).
+  config.data.random_flip = False
+  config.data.random_shift = 0
   # Caps the training split for quick runs; -1 means all of it.
   config.data.num_train_examples = -1
 

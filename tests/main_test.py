@@ -1,0 +1,78 @@
+"""The command line, run as a user runs it: in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import _util
+
+
+def _main(*args, workdir):
+  """Runs `python -m cnn_jax.main` with the default config and `args`."""
+  cmd = [sys.executable, '-m', 'cnn_jax.main',
+         f'--config={_util.ROOT}/configs/default.py', f'--workdir={workdir}',
+         *args]
+  return subprocess.run(cmd, cwd=_util.ROOT, capture_output=True, text=True,
+                        timeout=600)
+
+
+def test_end_to_end_on_a_real_slice(tmp_path, real_data_dir):
+  workdir = tmp_path / 'run'
+  proc = _main('--config.num_epochs=2', '--config.batch_size=50',
+               '--config.data.num_train_examples=2000',
+               f'--config.data.data_dir={real_data_dir}',
+               f'--config.data.manual_dir={_util.MANUAL_DIR}',
+               workdir=workdir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(workdir / 'summary.json') as f:
+    summary = json.load(f)
+  assert summary['epochs_completed'] == 2
+  assert summary['num_train_examples'] == 2000
+  # 80 steps on 2,000 real images: far above the 0.1 of guessing.
+  assert summary['test_accuracy'] > 0.6, summary['test_accuracy']
+  with open(workdir / 'metrics.jsonl') as f:
+    assert len(f.readlines()) == 2
+  # One console line per epoch, with its numbers.
+  epoch_lines = [l for l in proc.stderr.splitlines() if 'epoch 2/2' in l]
+  assert len(epoch_lines) == 1
+  for word in ('train_loss', 'train_acc', 'val_acc', 'img/s', 'ETA'):
+    assert word in epoch_lines[0]
+  # Library chatter (orbax's INFO lines) stays off the console.
+  assert 'orbax' not in proc.stderr
+
+
+BAD_INPUTS = {
+    'unknown_field': (['--config.nope=1'], 'unknown config field config.nope'),
+    'unknown_nested_field': (['--config.model.depth=3'],
+                             'unknown config field config.model.depth'),
+    'wrong_type': (['--config.learning_rate=fast'], 'config.learning_rate'),
+    'batch_not_divisible': (['--config.batch_size=101'],
+                            'config.batch_size must be a positive multiple of '
+                            'the device count (2)'),
+    'learning_rate_zero': (['--config.learning_rate=0'],
+                           'config.learning_rate must be > 0'),
+    'no_epochs': (['--config.num_epochs=0'], 'config.num_epochs must be >= 1'),
+    'unknown_activation': (['--config.model.activation=swish'],
+                           'config.model.activation must be one of relu'),
+    'unknown_pooling': (['--config.model.pooling=median'],
+                        'config.model.pooling must be one of max'),
+    'manual_dir_without_files': (['--config.data.manual_dir=/tmp'],
+                                 'config.data.manual_dir must be a folder '
+                                 'holding'),
+}
+
+
+@pytest.mark.parametrize('name', sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, name):
+  args, words = BAD_INPUTS[name]
+  workdir = tmp_path / 'run'
+  proc = _main(*args, workdir=workdir)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  errors = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
+  assert len(errors) == 1, proc.stderr[-2000:]
+  assert words in errors[0]
+  assert 'Traceback' not in proc.stderr
+  assert not workdir.exists()

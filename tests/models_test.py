@@ -1,0 +1,78 @@
+"""Shapes, parameter count and BatchNorm state of the seed's ConvNet."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from cnn_jax import models
+from cnn_jax import registry
+import _util
+
+
+def _init(model, batch=2):
+  x = jnp.zeros((batch, 28, 28, 1))
+  return model.init(jax.random.key(0), x, train=False)
+
+
+def _count(tree):
+  return sum(x.size for x in jax.tree.leaves(tree))
+
+
+def test_default_model_matches_seed_parameter_count():
+  # The seed's PyTorch convnet1 has 29,034 trainable parameters.
+  model = models.create_model(_util.tiny_config().model)
+  variables = _init(model)
+  assert _count(variables['params']) == 29_034
+  # Running mean and variance of 16 + 32 channels.
+  assert _count(variables['batch_stats']) == 2 * (16 + 32)
+
+
+def test_without_batch_norm_convs_keep_their_bias():
+  config = _util.tiny_config().model
+  config.batch_norm = False
+  variables = _init(models.create_model(config))
+  assert 'batch_stats' not in variables
+  assert _count(variables['params']) == 29_034 - 2 * (16 + 32)  # BatchNorm scale and bias
+  assert variables['params']['conv1']['bias'].shape == (16,)
+
+
+@pytest.mark.parametrize('train', [False, True])
+def test_logits_shape(train):
+  model = models.CNN(bn_axis_name=None)
+  variables = _init(model)
+  x = jnp.ones((3, 28, 28, 1))
+  logits, _ = model.apply(variables, x, train=train, mutable=['batch_stats'])
+  assert logits.shape == (3, 10)
+
+
+def test_flatten_size_follows_two_poolings():
+  variables = _init(models.CNN(bn_axis_name=None))
+  # 28 -> 14 -> 7 spatially, 32 channels, into 10 classes.
+  assert variables['params']['fc']['kernel'].shape == (7 * 7 * 32, 10)
+
+
+def test_train_mode_updates_batch_stats_eval_mode_does_not():
+  model = models.CNN(bn_axis_name=None)
+  variables = _init(model, batch=4)
+  x = jax.random.normal(jax.random.key(1), (4, 28, 28, 1))
+  _, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
+  before = variables['batch_stats']['bn1']['mean']
+  assert not jnp.allclose(updates['batch_stats']['bn1']['mean'], before)
+  _, same = model.apply(variables, x, train=False, mutable=['batch_stats'])
+  assert jnp.array_equal(same['batch_stats']['bn1']['mean'], before)
+
+
+@pytest.mark.parametrize('activation', registry.names('activation'))
+@pytest.mark.parametrize('pooling', registry.names('pooling'))
+def test_every_registry_entry_builds(activation, pooling):
+  config = _util.tiny_config().model
+  config.activation, config.pooling = activation, pooling
+  model = models.create_model(config, bn_axis_name=None)
+  variables = _init(model)
+  assert model.apply(variables, jnp.ones((2, 28, 28, 1)),
+                     train=False).shape == (2, 10)
+
+
+def test_tiny_cnn_for_tests():
+  variables = _init(models._TinyCNN(bn_axis_name=None))
+  assert variables['params']['fc']['kernel'].shape == (14 * 14 * 4, 10)
