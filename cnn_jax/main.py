@@ -3,7 +3,11 @@
 Kept short on purpose: flags in, `train.train_and_evaluate` does the work.
 """
 
+import os
 import sys
+
+# Before TensorFlow (imported by TFDS) loads: keep its C++ INFO lines quiet.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app
 from absl import flags

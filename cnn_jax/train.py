@@ -207,7 +207,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   state = create_train_state(init_rng, model,
                              learning_rate_fn(config, steps_per_epoch))
   n_params = num_params(state.params)
-  logging.info('devices: %s; parameters: %d', jax.local_devices(), n_params)
+  logging.info('parameters: %d', n_params)
 
   # --- Restore --------------------------------------------------------------
   manager = _checkpoint_manager(workdir, config.max_checkpoints_to_keep)

@@ -10,22 +10,28 @@ import pytest
 import _util
 
 
-def _main(*args, workdir):
+def _main(*args, workdir, devices=2):
   """Runs `python -m cnn_jax.main` with the default config and `args`."""
   cmd = [sys.executable, '-m', 'cnn_jax.main',
          f'--config={_util.ROOT}/configs/default.py', f'--workdir={workdir}',
          *args]
+  env = dict(os.environ)
+  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
   return subprocess.run(cmd, cwd=_util.ROOT, capture_output=True, text=True,
-                        timeout=600)
+                        env=env, timeout=600)
 
 
 def test_end_to_end_on_a_real_slice(tmp_path, real_data_dir):
+  # One CPU device, as a user's run here. Two forced host devices on a 2-core
+  # machine once stalled an all-reduce past XLA's 40 s rendezvous limit in
+  # this multi-minute run while another training ran beside it; the short
+  # two-device tests in train_test.py cover the sharded path.
   workdir = tmp_path / 'run'
   proc = _main('--config.num_epochs=2', '--config.batch_size=50',
                '--config.data.num_train_examples=2000',
                f'--config.data.data_dir={real_data_dir}',
                f'--config.data.manual_dir={_util.MANUAL_DIR}',
-               workdir=workdir)
+               workdir=workdir, devices=1)
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(workdir / 'summary.json') as f:
     summary = json.load(f)
