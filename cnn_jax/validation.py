@@ -30,6 +30,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
            config.learning_rate)
   _require(config.lr_schedule in LR_SCHEDULES, 'lr_schedule',
            f'one of {", ".join(LR_SCHEDULES)}', config.lr_schedule)
+  _require(config.weight_decay >= 0, 'weight_decay', '>= 0',
+           config.weight_decay)
+  _require(0 <= config.label_smoothing < 1, 'label_smoothing', 'in [0, 1)',
+           config.label_smoothing)
   for field in ('batch_size', 'eval_batch_size'):
     value = config[field]
     _require(value >= 1 and value % devices == 0, field,

@@ -22,6 +22,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.learning_rate = 1e-3
   # 'constant' is the seed's schedule; 'cosine' decays to 0 over num_epochs.
   config.lr_schedule = 'constant'
+  # Decoupled weight decay on conv and dense kernels (AdamW); 0 = plain Adam.
+  config.weight_decay = 0.0
+  # Mass moved from the true class to all classes in the training targets.
+  config.label_smoothing = 0.0
   # Checkpoints kept in workdir/checkpoints (one is written per epoch).
   config.max_checkpoints_to_keep = 3
 

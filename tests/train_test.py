@@ -19,8 +19,7 @@ import _util
 
 
 def _state(model, lr=1e-3):
-  return train.create_train_state(jax.random.key(0), model,
-                                  optax.constant_schedule(lr))
+  return train.create_train_state(jax.random.key(0), model, optax.adam(lr))
 
 
 def _sgd_state(model, lr=0.1):
@@ -30,9 +29,7 @@ def _sgd_state(model, lr=0.1):
   is zero but for float noise; Adam's normalisation turns that noise into
   full +-lr steps of either sign. SGD keeps it at noise level.
   """
-  state = _state(model)
-  return state.replace(tx=optax.sgd(lr), opt_state=optax.sgd(lr).init(
-      state.params))
+  return train.create_train_state(jax.random.key(0), model, optax.sgd(lr))
 
 
 def _batch(n, seed=0):
@@ -75,6 +72,23 @@ def test_two_devices_equal_one_device_with_the_same_global_batch():
                                 first(getattr(s2, field)),
                                 atol=1e-5, rtol=1e-5)
   np.testing.assert_allclose(m1['loss'][0], m2['loss'][0], rtol=1e-5)
+
+
+def test_zero_weight_decay_is_plain_adam():
+  config = _util.tiny_config()
+  config.learning_rate = 1e-2
+  params = {'w': jnp.ones((3, 3)), 'b': jnp.ones(3)}
+  grads = {'w': jnp.full((3, 3), 0.5), 'b': jnp.full(3, -2.0)}
+  ours = train.create_optimizer(config, steps_per_epoch=10)
+  adam = optax.adam(1e-2)
+  u1, _ = ours.update(grads, ours.init(params), params)
+  u2, _ = adam.update(grads, adam.init(params), params)
+  chex.assert_trees_all_close(u1, u2)
+  config.weight_decay = 0.1
+  decayed = train.create_optimizer(config, steps_per_epoch=10)
+  u3, _ = decayed.update(grads, decayed.init(params), params)
+  assert not jnp.allclose(u3['w'], u2['w'])  # Kernels decay...
+  chex.assert_trees_all_close(u3['b'], u2['b'])  # ...biases do not.
 
 
 def test_eval_step_ignores_masked_examples():
