@@ -60,7 +60,8 @@ def create_model(model_config: ml_collections.ConfigDict, **kwargs: Any) -> CNN:
       registry.lookup('pooling', model_config.pooling),
       window=model_config.pool_window,
       stride=model_config.pool_stride,
-      padding=model_config.pool_padding)
+      padding=model_config.pool_padding,
+      sigma=model_config.pool_sigma)
   return CNN(
       features=tuple(model_config.features),
       kernel_size=model_config.kernel_size,

@@ -50,6 +50,56 @@ def windows(x: jnp.ndarray, window: int, stride: int, padding: int,
   return jnp.stack(views, axis=3)
 
 
-def max_pool(x, window=2, stride=2, padding=0):
-  """The largest value of each window."""
+# Every pool takes (x, window, stride, padding, sigma) so that the model can
+# bind them the same way; `sigma` matters only to the Gaussian pool.
+
+
+def max_pool(x: jnp.ndarray, window: int = 2, stride: int = 2,
+             padding: int = 0, sigma: float = 1.0) -> jnp.ndarray:
+  """The largest value of each window; padding never wins."""
+  del sigma
   return windows(x, window, stride, padding, -jnp.inf).max(axis=3)
+
+
+def avg_pool(x: jnp.ndarray, window: int = 2, stride: int = 2,
+             padding: int = 0, sigma: float = 1.0) -> jnp.ndarray:
+  """The mean of each window, padding zeros included (PyTorch's default)."""
+  del sigma
+  return windows(x, window, stride, padding).mean(axis=3)
+
+
+def l2_pool(x: jnp.ndarray, window: int = 2, stride: int = 2,
+            padding: int = 0, sigma: float = 1.0) -> jnp.ndarray:
+  """The L2 norm of each window: sqrt of the sum of squares.
+
+  After a ReLU whole windows are often 0, where sqrt's derivative is
+  infinite; the double `where` gives those windows a zero gradient instead
+  of NaN.
+  """
+  del sigma
+  sq = jnp.square(windows(x, window, stride, padding)).sum(axis=3)
+  positive = sq > 0
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+
+
+def gaussian_weights(window: int, sigma: float) -> jnp.ndarray:
+  """[F * F] weights exp(-d^2 / (2 sigma^2)) of the distance d to the centre."""
+  offsets = jnp.arange(window) - (window - 1) / 2
+  d2 = offsets[:, None] ** 2 + offsets[None, :] ** 2
+  w = jnp.exp(-d2 / (2 * sigma ** 2)).reshape(-1)
+  return w / w.sum()
+
+
+def gaussian_pool(x: jnp.ndarray, window: int = 2, stride: int = 2,
+                  padding: int = 0, sigma: float = 1.0) -> jnp.ndarray:
+  """A weighted average whose weights fall with distance from the centre.
+
+  The seed's "weighted average based on the distance from the center pixel";
+  the weights are Gaussian with width `sigma` pixels and sum to 1, so a large
+  sigma tends to the plain average. In the seed's 2x2 windows all four
+  pixels are equally far from the centre, so this equals `avg_pool` there:
+  odd windows (3x3, stride 2, padding 1 keeps the sizes) show the difference.
+  """
+  weights = gaussian_weights(window, sigma).astype(x.dtype)
+  return jnp.einsum('bhwkc,k->bhwc', windows(x, window, stride, padding),
+                    weights)

@@ -54,6 +54,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   _require(0 <= model.pool_padding < model.pool_window, 'model.pool_padding',
            '>= 0 and < model.pool_window', model.pool_padding)
 
+  _require(model.pool_sigma > 0, 'model.pool_sigma', '> 0', model.pool_sigma)
+
   data = config.data
   _require(data.num_train_examples == -1 or data.num_train_examples >= 1,
            'data.num_train_examples', '-1 (all) or >= 1',

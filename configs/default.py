@@ -30,12 +30,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.max_checkpoints_to_keep = 3
 
   config.model = ml_collections.ConfigDict()
-  # Names resolved by cnn_jax.registry; see registry.ACTIVATIONS / POOLS.
+  # Names resolved by cnn_jax.registry: activations sigmoid, tanh, relu,
+  # leaky_relu, elu, gelu, silu; poolings max, avg, l2, gaussian.
   config.model.activation = 'relu'
   config.model.pooling = 'max'
   config.model.pool_window = 2
   config.model.pool_stride = 2
   config.model.pool_padding = 0
+  # Width in pixels of the 'gaussian' pool's distance weighting.
+  config.model.pool_sigma = 1.0
   config.model.batch_norm = True
   config.model.features = (16, 32)
   config.model.kernel_size = 5

@@ -62,9 +62,9 @@ BAD_INPUTS = {
                            'config.learning_rate must be > 0'),
     'no_epochs': (['--config.num_epochs=0'], 'config.num_epochs must be >= 1'),
     'unknown_activation': (['--config.model.activation=swish'],
-                           'config.model.activation must be one of relu'),
+                           'config.model.activation must be one of elu, gelu'),
     'unknown_pooling': (['--config.model.pooling=median'],
-                        'config.model.pooling must be one of max'),
+                        'config.model.pooling must be one of avg, gaussian, l2, max'),
     'manual_dir_without_files': (['--config.data.manual_dir=/tmp'],
                                  'config.data.manual_dir must be a folder '
                                  'holding'),
