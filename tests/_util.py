@@ -2,7 +2,7 @@
 
 import os
 
-import default  # configs/default.py, on sys.path via conftest.
+from configs import default
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The four original .gz files for offline preparation: what `make test` passes,

@@ -3,7 +3,7 @@
 import jax
 import pytest
 
-import default
+from configs import default
 from cnn_jax import validation
 
 

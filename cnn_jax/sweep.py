@@ -1,0 +1,144 @@
+"""Runs every point of a sweep config, each in its own sub-folder.
+
+  python -m cnn_jax.sweep --config=configs/sweeps/activation_pooling.py \
+      --workdir=DIR [--config.num_epochs=1 ...] [--dry_run]
+
+`--config.<field>` overrides apply to every point. Run the same command again
+after an interruption: finished points (with a summary.json) are skipped and
+an interrupted point resumes from its checkpoint. No training logic lives
+here: each point is one `train.train_and_evaluate` call.
+"""
+
+import importlib.util
+import itertools
+import json
+import os
+import sys
+import time
+import traceback
+from typing import Any
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app
+from absl import flags
+from absl import logging
+import ml_collections
+from ml_collections import config_flags
+
+from cnn_jax import cli
+from cnn_jax import train
+from cnn_jax import validation
+
+FLAGS = flags.FLAGS
+
+SWEEP_FILE = 'sweep.json'
+FAILED_FILE = 'error.txt'
+
+
+def load_sweep(config_path: str) -> dict[str, Any]:
+  """Calls get_sweep() of the sweep config file."""
+  spec = importlib.util.spec_from_file_location('sweep_config', config_path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_sweep()
+
+
+def points(axes: dict[str, list]) -> list[dict[str, Any]]:
+  """The cross product of the axes, first axis slowest."""
+  fields = list(axes)
+  return [dict(zip(fields, values))
+          for values in itertools.product(*axes.values())]
+
+
+def point_name(point: dict[str, Any]) -> str:
+  """A folder name from the point's values, e.g. activation=relu,seed=0."""
+  return ','.join(f'{field.split(".")[-1]}={value}'
+                  for field, value in point.items())
+
+
+def point_config(base: ml_collections.ConfigDict,
+                 point: dict[str, Any]) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict(base.to_dict())
+  for field, value in point.items():
+    *parents, leaf = field.split('.')
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  config.lock()
+  return config
+
+
+def _status(point_dir: str) -> str:
+  if os.path.exists(os.path.join(point_dir, 'summary.json')):
+    return 'done'
+  if os.path.exists(os.path.join(point_dir, 'checkpoints')):
+    return 'partial'
+  return 'todo'
+
+
+def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
+              workdir: str, dry_run: bool = False) -> dict[str, str]:
+  """Runs the points not yet done; returns {point name: status}."""
+  todo = points(sweep['axes'])
+  configs = {point_name(p): point_config(base, p) for p in todo}
+  listing = [{'name': point_name(p), 'values': p} for p in todo]
+  # Every point is checked before any runs, so a bad sweep writes nothing.
+  for config in configs.values():
+    validation.check_config(config)
+  names = list(configs)
+  status = {n: _status(os.path.join(workdir, n)) for n in names}
+  if dry_run:
+    for n in names:
+      print(f'{status[n]:8s} {n}')
+    return status
+
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, SWEEP_FILE), 'w') as f:
+    json.dump(dict(sweep, points=listing), f, indent=2)
+  ran_seconds, ran = 0.0, 0
+  for i, name in enumerate(names):
+    if status[name] == 'done':
+      continue
+    point_dir = os.path.join(workdir, name)
+    t0 = time.time()
+    logging.info('point %d/%d %s (%s)', i + 1, len(names), name, status[name])
+    try:
+      train.train_and_evaluate(configs[name], point_dir)
+      status[name] = 'done'
+      error_file = os.path.join(point_dir, FAILED_FILE)
+      if os.path.exists(error_file):
+        os.remove(error_file)
+    except Exception:  # pylint: disable=broad-except
+      # One failed point must not stop the others; the report shows it.
+      status[name] = 'failed'
+      with open(os.path.join(point_dir, FAILED_FILE), 'w') as f:
+        f.write(traceback.format_exc())
+      logging.error('point %s failed; see %s', name, FAILED_FILE)
+    ran_seconds += time.time() - t0
+    ran += 1
+    left = sum(s in ('todo', 'partial') for s in status.values())
+    done = sum(s == 'done' for s in status.values())
+    logging.info('sweep: %d/%d points done, %d left, ETA %.0f min', done,
+                 len(names), left, left * ran_seconds / ran / 60)
+  return status
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
+  cli.quiet_library_logs()
+  sweep = load_sweep(config_flags.get_config_filename(FLAGS['config']))
+  try:
+    status = run_sweep(FLAGS.config, sweep, FLAGS.workdir, FLAGS.dry_run)
+  except validation.ConfigError as e:
+    cli.fail(str(e))
+  if any(s == 'failed' for s in status.values()):
+    sys.exit(1)
+
+
+if __name__ == '__main__':
+  cli.define_flags()
+  flags.DEFINE_bool('dry_run', False, 'List the points and run nothing.')
+  app.run(main, flags_parser=cli.parse_flags)
