@@ -135,8 +135,8 @@ def train_batch(state: TrainState, data: dict[str, jnp.ndarray],
     label_smoothing: passed to train_step.
 
   The epoch is a Python loop over this function, not one `lax.scan`: on XLA's
-  CPU runtime the same step inside a scan ran about 15x slower (300 vs 4,600
-  images/s, 2-core x86-64, jax 0.10.2).
+  CPU runtime the same step inside a scan ran about 15x slower (2-core
+  x86-64, jax 0.10.2).
   """
   idx = epoch['indices'][step]
   # One key per example index: augmentation does not depend on the device count.
