@@ -76,7 +76,8 @@ def test_two_devices_equal_one_device_with_the_same_global_batch():
 
 def test_zero_weight_decay_is_plain_adam():
   config = _util.tiny_config()
-  config.learning_rate = 1e-2
+  config.learning_rate, config.lr_schedule = 1e-2, 'constant'
+  config.weight_decay = 0.0
   params = {'w': jnp.ones((3, 3)), 'b': jnp.ones(3)}
   grads = {'w': jnp.full((3, 3), 0.5), 'b': jnp.full(3, -2.0)}
   ours = train.create_optimizer(config, steps_per_epoch=10)
