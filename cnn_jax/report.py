@@ -67,16 +67,20 @@ def collect(workdir: str) -> dict[str, Any]:
 
 
 def _cell_text(cell: dict[str, Any], best: bool, fmt: str) -> str:
+  """'mean ± std (n=k)', the best marked; failed and missing runs named."""
   values = cell['values']
   parts = []
   if values:
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    pm = ' \\pm ' if fmt == 'latex' else ' ± '
-    text = f'{mean:.4f}{pm}{std:.4f} (n={len(values)})'
-    if best:
-      text = {'markdown': f'**{text}**', 'latex': f'\\textbf{{{text}}}',
-              'csv': text + ' *'}[fmt]
+    if fmt == 'latex':
+      number = f'{mean:.4f} \\pm {std:.4f}'
+      number = f'$\\mathbf{{{number}}}$' if best else f'${number}$'
+      text = f'{number} (n={len(values)})'
+    else:
+      text = f'{mean:.4f} ± {std:.4f} (n={len(values)})'
+      if best:
+        text = f'**{text}**' if fmt == 'markdown' else f'{text} best'
     parts.append(text)
   if cell['failed']:
     parts.append(f'{cell["failed"]} failed')
@@ -91,25 +95,22 @@ def table(data: dict[str, Any], fmt: str) -> str:
   means = {k: statistics.fmean(c['values']) for k, c in cells.items()
            if c['values']}
   best = max(means, key=means.get) if means else None
-  header = [f'{sweep["rows"]} \\ {sweep["cols"]}'] + [str(c) for c in
-                                                       data['cols']]
+  header = [f'{sweep["rows"]} / {sweep["cols"]}'] + [str(c) for c in
+                                                      data['cols']]
   body = [[str(r)] + [_cell_text(cells[(r, c)], (r, c) == best, fmt)
                       for c in data['cols']] for r in data['rows']]
   if fmt == 'csv':
     lines = [header] + body
     return '\n'.join(','.join(f'"{x}"' for x in line) for line in lines) + '\n'
   if fmt == 'latex':
-    spec = 'l' + 'c' * len(data['cols'])
-    out = [f'\\begin{{tabular}}{{{spec}}}', '\\hline',
-           ' & '.join(h.replace('_', '\\_').replace('\\ ', '/ ')
-                      for h in header) + ' \\\\', '\\hline']
-    out += [' & '.join(x.replace('_', '\\_') if i == 0 else f'${x}$'
-                       if '\\pm' in x and 'textbf' not in x else x
-                       for i, x in enumerate(line)) + ' \\\\' for line in body]
+    escape = lambda x: x.replace('_', '\\_')
+    out = [f'\\begin{{tabular}}{{l{"c" * len(data["cols"])}}}', '\\hline',
+           ' & '.join(map(escape, header)) + ' \\\\', '\\hline']
+    out += [' & '.join([escape(line[0])] + line[1:]) + ' \\\\'
+            for line in body]
     out += ['\\hline', '\\end{tabular}']
     return '\n'.join(out) + '\n'
-  out = ['| ' + ' | '.join(header) + ' |',
-         '|' + '---|' * len(header)]
+  out = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   out += ['| ' + ' | '.join(line) + ' |' for line in body]
   return '\n'.join(out) + '\n'
 

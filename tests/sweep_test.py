@@ -65,6 +65,9 @@ def test_sweep_runs_resumes_and_skips_finished_points(tmp_path):
   assert '(n=2)' in tables['markdown']
   assert '**' in tables['markdown']  # The best cell is marked.
   assert tables['csv'].count('\n') == 3  # Header and two activations.
+  assert ' best' in tables['csv']
+  assert '\\begin{tabular}{lc}' in tables['latex']
+  assert '\\mathbf{' in tables['latex'] and '\\pm' in tables['latex']
   for name in ('heatmap.png', 'learning_curves.png', 'table.tex'):
     assert os.path.exists(tmp_path.parent / name)
 
