@@ -123,15 +123,13 @@ def shard_for_eval(split: Split, batch_size: int, num_devices: int) -> Split:
   Padding examples carry mask 0, so every example counts exactly once.
   """
   n = split['label'].shape[0]
-  per_step = batch_size
-  total = -(-n // per_step) * per_step
-  pad = total - n
+  steps = -(-n // batch_size)
+  pad = steps * batch_size - n
   out = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
          for k, v in split.items()}
   out['mask'] = np.concatenate([np.ones(n, np.float32),
                                 np.zeros(pad, np.float32)])
-  steps = total // per_step
   # Step-major, then device: device d handles rows d of every step.
-  return {k: v.reshape((steps, num_devices, per_step // num_devices)
+  return {k: v.reshape((steps, num_devices, batch_size // num_devices)
                        + v.shape[1:]).swapaxes(0, 1)
           for k, v in out.items()}

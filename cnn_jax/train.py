@@ -182,7 +182,7 @@ def _versions() -> dict[str, str]:
 def _write_json(path: str, obj: Any) -> None:
   """Writes through a temporary name so a reader never sees half a file."""
   tmp = path + '.tmp'
-  with open(path + '.tmp', 'w') as f:
+  with open(tmp, 'w') as f:
     json.dump(obj, f, indent=2, sort_keys=True)
   os.replace(tmp, path)
 
