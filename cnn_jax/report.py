@@ -120,6 +120,7 @@ def figures(data: dict[str, Any], out_dir: str) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import matplotlib.ticker  # pylint: disable=g-import-not-at-top
 
   sweep, cells = data['sweep'], data['cells']
   grid = [[statistics.fmean(cells[(r, c)]['values'])
@@ -132,10 +133,13 @@ def figures(data: dict[str, Any], out_dir: str) -> None:
   ax.set_yticks(range(len(data['rows'])), [str(r) for r in data['rows']])
   ax.set_xlabel(sweep['cols'])
   ax.set_ylabel(sweep['rows'])
+  low, high = image.get_clim()
   for i, row in enumerate(grid):
     for j, value in enumerate(row):
+      # Dark text on the light (high) end of viridis, light on the dark end.
+      light = not math.isnan(value) and value > (low + high) / 2
       ax.text(j, i, 'missing' if math.isnan(value) else f'{value:.4f}',
-              ha='center', va='center', color='w')
+              ha='center', va='center', color='k' if light else 'w')
   fig.colorbar(image, ax=ax, label=f'mean {sweep["metric"]}')
   fig.tight_layout()
   fig.savefig(os.path.join(out_dir, 'heatmap.png'), dpi=120)
@@ -149,6 +153,7 @@ def figures(data: dict[str, Any], out_dir: str) -> None:
     length = min(len(cv) for cv in curves)
     mean = [statistics.fmean(cv[e] for cv in curves) for e in range(length)]
     ax.plot(range(1, length + 1), mean, label=f'{r} / {c}')
+  ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
   ax.set_xlabel('epoch')
   ax.set_ylabel('validation accuracy (mean over seeds)')
   ax.legend(fontsize=7, ncol=2)
