@@ -1,11 +1,9 @@
 """TFDS loading, on-device batching and augmentation."""
 
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 import tensorflow_datasets as tfds
 
 from cnn_jax import input_pipeline

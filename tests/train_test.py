@@ -10,7 +10,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 import tensorflow_datasets as tfds
 
 from cnn_jax import models
