@@ -146,13 +146,17 @@ def figures(data: dict[str, Any], out_dir: str) -> None:
   plt.close(fig)
 
   fig, ax = plt.subplots(figsize=(7, 4.5))
-  for (r, c), cell in sorted(cells.items(), key=lambda kv: str(kv[0])):
-    curves = [cv for cv in cell['curves'] if cv]
-    if not curves:
-      continue
-    length = min(len(cv) for cv in curves)
-    mean = [statistics.fmean(cv[e] for cv in curves) for e in range(length)]
-    ax.plot(range(1, length + 1), mean, label=f'{r} / {c}')
+  # Colour names the column, line style the row, so no two cells look alike.
+  styles = ['-', '--', ':', '-.']
+  for i, r in enumerate(data['rows']):
+    for j, c in enumerate(data['cols']):
+      curves = [cv for cv in cells[(r, c)]['curves'] if cv]
+      if not curves:
+        continue
+      length = min(len(cv) for cv in curves)
+      mean = [statistics.fmean(cv[e] for cv in curves) for e in range(length)]
+      ax.plot(range(1, length + 1), mean, color=f'C{j % 10}',
+              linestyle=styles[i % len(styles)], label=f'{r} / {c}')
   ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
   ax.set_xlabel('epoch')
   ax.set_ylabel('validation accuracy (mean over seeds)')
