@@ -9,6 +9,7 @@ import functools
 import json
 import math
 import os
+import subprocess
 import time
 from typing import Any, Callable
 
@@ -177,6 +178,21 @@ def _versions() -> dict[str, str]:
   return {'jax': jax.__version__, 'jaxlib': jax.lib.__version__,
           'flax': flax.__version__, 'optax': optax.__version__,
           'tfds': tfds.__version__, 'orbax': ocp.__version__}
+
+
+def _git_commit() -> str | None:
+  """This checkout's commit, '-dirty' if it has uncommitted changes.
+
+  So that a summary names the code that made it; None outside a checkout.
+  """
+  try:
+    out = subprocess.run(['git', 'describe', '--always', '--dirty',
+                          '--abbrev=40'], capture_output=True,
+                         text=True, timeout=10,
+                         cwd=os.path.dirname(os.path.abspath(__file__)))
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return out.stdout.strip() if out.returncode == 0 else None
 
 
 def _write_json(path: str, obj: Any) -> None:
@@ -348,6 +364,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       'wall_time_s': earlier_wall_time + time.time() - start_time,
       'config': config.to_dict(),
       'versions': _versions(),
+      'git_commit': _git_commit(),
   }
   _write_json(os.path.join(workdir, 'summary.json'), summary)
   logging.info('test_accuracy %.4f (epoch %d by validation)',

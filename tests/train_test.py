@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 
 import chex
@@ -130,6 +131,8 @@ def test_train_and_evaluate_writes_summary_and_metrics(tmp_path):
   assert 0.0 <= summary['test_accuracy'] <= 1.0
   assert summary['config']['learning_rate'] == config.learning_rate
   assert set(summary['versions']) >= {'jax', 'flax', 'optax', 'tfds'}
+  # The tests run in a checkout: a full hash, '-dirty' while it is edited.
+  assert re.search(r'[0-9a-f]{40}(-dirty)?$', summary['git_commit'])
   assert len(_epoch_records(str(tmp_path))) == 1
 
 
