@@ -60,6 +60,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   _require(data.num_train_examples == -1 or data.num_train_examples >= 1,
            'data.num_train_examples', '-1 (all) or >= 1',
            data.num_train_examples)
+  _require(data.random_shift >= 0, 'data.random_shift', '>= 0 (pixels)',
+           data.random_shift)
   _require(data.num_validation_examples >= 1, 'data.num_validation_examples',
            '>= 1', data.num_validation_examples)
   if data.manual_dir:

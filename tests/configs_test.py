@@ -31,6 +31,8 @@ def test_default_passes_the_checks():
     ('model.activation', 'swish', 'config.model.activation must be one of'),
     ('model.pooling', 'median', 'config.model.pooling must be one of'),
     ('data.num_train_examples', 0, 'config.data.num_train_examples'),
+    ('data.random_shift', -1, 'config.data.random_shift must be >= 0'),
+    ('model.pool_sigma', 0.0, 'config.model.pool_sigma must be > 0'),
     ('data.manual_dir', '/nonexistent', 'config.data.manual_dir must be'),
 ])
 def test_each_bad_value_names_its_field(field, value, words):
