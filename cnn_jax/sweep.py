@@ -6,7 +6,9 @@
 `--config.<field>` overrides apply to every point. Run the same command again
 after an interruption: finished points (with a summary.json) are skipped and
 an interrupted point resumes from its checkpoint. No training logic lives
-here: each point is one `train.train_and_evaluate` call.
+here: points that differ only in seed are one `train.train_seeds` call
+(vmapped; --vmap_seeds=auto does so on GPUs and TPUs only, where batched
+convolutions are fast), any other point one `train.train_and_evaluate` call.
 """
 
 import importlib.util
@@ -23,6 +25,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 import ml_collections
 from ml_collections import config_flags
 
@@ -78,9 +81,46 @@ def _status(point_dir: str) -> str:
   return 'todo'
 
 
+def seed_groups(configs: dict[str, ml_collections.ConfigDict],
+                status: dict[str, str]) -> list[list[str]]:
+  """Points to train together: those not started whose configs differ only in seed.
+
+  Started (partial) points resume alone, from their own checkpoints.
+  """
+  groups: dict[str, list[str]] = {}
+  order = []
+  for name, config in configs.items():
+    if status[name] != 'todo':
+      key = name
+    else:
+      rest = config.to_dict()
+      rest.pop('seed')
+      key = json.dumps(rest, sort_keys=True)
+    if key not in groups:
+      groups[key] = []
+      order.append(key)
+    groups[key].append(name)
+  return [groups[k] for k in order]
+
+
+def _train(configs: dict[str, ml_collections.ConfigDict], group: list[str],
+           workdir: str) -> None:
+  dirs = [os.path.join(workdir, n) for n in group]
+  if len(group) == 1:
+    train.train_and_evaluate(configs[group[0]], dirs[0])
+  else:
+    train.train_seeds(configs[group[0]], [configs[n].seed for n in group],
+                      dirs)
+
+
 def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
-              workdir: str, dry_run: bool = False) -> dict[str, str]:
-  """Runs the points not yet done; returns {point name: status}."""
+              workdir: str, dry_run: bool = False,
+              vmap_seeds: bool = True) -> dict[str, str]:
+  """Runs the points not yet done; returns {point name: status}.
+
+  With `vmap_seeds`, points that differ only in seed train together in one
+  program (`train.train_seeds`); otherwise one after another.
+  """
   todo = points(sweep['axes'])
   configs = {point_name(p): point_config(base, p) for p in todo}
   listing = [{'name': point_name(p), 'values': p} for p in todo]
@@ -97,27 +137,31 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, SWEEP_FILE), 'w') as f:
     json.dump(dict(sweep, points=listing), f, indent=2)
+  pending = [n for n in names if status[n] != 'done']
+  groups = (seed_groups({n: configs[n] for n in pending}, status)
+            if vmap_seeds else [[n] for n in pending])
   ran_seconds, ran = 0.0, 0
-  for i, name in enumerate(names):
-    if status[name] == 'done':
-      continue
-    point_dir = os.path.join(workdir, name)
+  for group in groups:
     t0 = time.time()
-    logging.info('point %d/%d %s (%s)', i + 1, len(names), name, status[name])
+    logging.info('points %s (%s)', ', '.join(group),
+                 ', '.join(status[n] for n in group))
     try:
-      train.train_and_evaluate(configs[name], point_dir)
-      status[name] = 'done'
-      error_file = os.path.join(point_dir, FAILED_FILE)
-      if os.path.exists(error_file):
-        os.remove(error_file)
+      _train(configs, group, workdir)
+      for name in group:
+        status[name] = 'done'
+        error_file = os.path.join(workdir, name, FAILED_FILE)
+        if os.path.exists(error_file):
+          os.remove(error_file)
     except Exception:  # pylint: disable=broad-except
       # One failed point must not stop the others; the report shows it.
-      status[name] = 'failed'
-      with open(os.path.join(point_dir, FAILED_FILE), 'w') as f:
-        f.write(traceback.format_exc())
-      logging.error('point %s failed; see %s', name, FAILED_FILE)
+      for name in group:
+        status[name] = 'failed'
+        os.makedirs(os.path.join(workdir, name), exist_ok=True)
+        with open(os.path.join(workdir, name, FAILED_FILE), 'w') as f:
+          f.write(traceback.format_exc())
+      logging.error('points %s failed; see %s', ', '.join(group), FAILED_FILE)
     ran_seconds += time.time() - t0
-    ran += 1
+    ran += len(group)
     left = sum(s in ('todo', 'partial') for s in status.values())
     done = sum(s == 'done' for s in status.values())
     logging.info('sweep: %d/%d points done, %d left, ETA %.0f min', done,
@@ -131,7 +175,10 @@ def main(argv: list[str]) -> None:
   cli.quiet_library_logs()
   sweep = load_sweep(config_flags.get_config_filename(FLAGS['config']))
   try:
-    status = run_sweep(FLAGS.config, sweep, FLAGS.workdir, FLAGS.dry_run)
+    vmap_seeds = (jax.default_backend() != 'cpu' if FLAGS.vmap_seeds == 'auto'
+                  else FLAGS.vmap_seeds == 'true')
+    status = run_sweep(FLAGS.config, sweep, FLAGS.workdir, FLAGS.dry_run,
+                       vmap_seeds)
   except validation.ConfigError as e:
     cli.fail(str(e))
   if any(s == 'failed' for s in status.values()):
@@ -141,4 +188,8 @@ def main(argv: list[str]) -> None:
 if __name__ == '__main__':
   cli.define_flags()
   flags.DEFINE_bool('dry_run', False, 'List the points and run nothing.')
+  flags.DEFINE_enum('vmap_seeds', 'auto', ['auto', 'true', 'false'],
+                    'Train points that differ only in seed together, in one '
+                    'vmapped program. auto: on GPUs and TPUs only; on CPU '
+                    'it was slower (see the README).')
   app.run(main, flags_parser=cli.parse_flags)

@@ -11,7 +11,7 @@ import math
 import os
 import subprocess
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from absl import logging
 import flax
@@ -147,6 +147,22 @@ def train_batch(state: TrainState, data: dict[str, jnp.ndarray],
   return train_step(state, batch, label_smoothing=label_smoothing)
 
 
+def compile_train_batch(config: ml_collections.ConfigDict) -> Callable:
+  """`train_batch` mapped over devices (pmap) and, inside each, over seeds.
+
+  Takes (state [devices, seeds, ...], data [devices, ...], epoch [devices,
+  seeds, ...], step [devices]): the data and the step number are shared by
+  the seeds. The state's buffers are donated to the new state.
+  """
+  augment = functools.partial(input_pipeline.augment,
+                              flip=config.data.random_flip,
+                              shift=config.data.random_shift)
+  step = functools.partial(train_batch, augment=augment,
+                           label_smoothing=config.label_smoothing)
+  return jax.pmap(jax.vmap(step, in_axes=(0, None, 0, None)),
+                  axis_name=AXIS, donate_argnums=(0,))
+
+
 def evaluate_split(state: TrainState, split: dict[str, jnp.ndarray]
                    ) -> dict[str, jnp.ndarray]:
   """Totals of eval_step over a split laid out by shard_for_eval."""
@@ -167,7 +183,7 @@ def _epoch_indices(rng: jax.Array, *, num_examples: int, batch_size: int,
       rng, num_examples, batch_size, num_devices, lax.axis_index(AXIS))
 
 
-def _to_devices(tree: Any) -> Any:
+def to_devices(tree: Any) -> Any:
   """Puts host arrays with a leading device axis onto the local devices."""
   mesh = jax.sharding.Mesh(np.array(jax.local_devices()), (AXIS,))
   sharding = jax.NamedSharding(mesh, jax.P(AXIS))
@@ -222,8 +238,78 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   Returns:
     The summary also written to workdir/summary.json.
   """
+  return train_seeds(config, [config.seed], [workdir])[0]
+
+
+def stack(trees: Sequence[Any]) -> Any:
+  """Per-seed pytrees -> one pytree with a leading seed axis."""
+  return jax.tree.map(lambda *xs: np.stack(xs), *trees)
+
+
+def unstack(tree: Any, k: int) -> Any:
+  """Seed k of a pytree with a leading seed axis."""
+  return jax.tree.map(lambda x: x[k], tree)
+
+
+def _restore(manager: ocp.CheckpointManager, state: TrainState) -> dict:
+  """This run's latest checkpoint, or a fresh start when it has none."""
+  fresh = {'state': state,
+           'best': {'params': state.params, 'batch_stats': state.batch_stats},
+           'meta': {'epoch': 0, 'best_val_accuracy': -1.0,
+                    'best_val_epoch': 0, 'wall_time_s': 0.0,
+                    'images_per_sec': [], 'target_epoch': None,
+                    'time_to_target_s': None}}
+  if manager.latest_step() is None:
+    return fresh
+  restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(state),
+      best=ocp.args.StandardRestore(fresh['best']),
+      meta=ocp.args.JsonRestore()))
+  return {'state': restored.state, 'best': restored.best,
+          'meta': dict(fresh['meta'], **restored.meta)}
+
+
+def _read_history(workdir: str, last_epoch: int) -> list[dict[str, Any]]:
+  """metrics.jsonl up to the checkpoint being resumed; later lines are dropped."""
+  path = os.path.join(workdir, 'metrics.jsonl')
+  history = []
+  if os.path.exists(path):
+    with open(path) as f:
+      history = [json.loads(line) for line in f if line.strip()]
+  history = [h for h in history if h['epoch'] <= last_epoch]
+  _write_json_lines(path, history)
+  return history
+
+
+def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
+                workdirs: Sequence[str]) -> list[dict[str, Any]]:
+  """Trains one run per seed, all in one compiled program.
+
+  The seeds' parameters, optimizer states and BatchNorm statistics carry a
+  leading seed axis that `jax.vmap` maps the steps over; every seed draws its
+  own initialization, shuffling and augmentation from its seed, exactly as
+  `train_and_evaluate` with `config.seed = seed` would. Each run keeps its
+  own workdir (checkpoints, metrics.jsonl, summary.json) and resumes from
+  it; the runs must stand at the same epoch.
+
+  Args:
+    config: hyperparameters shared by the runs; `config.seed` is ignored.
+    seeds: one seed per run.
+    workdirs: one folder per run.
+
+  Returns:
+    The runs' summaries, in the order of `seeds`.
+  """
   start_time = time.time()
-  validation.check_config(config)
+  if len(seeds) != len(workdirs) or not seeds:
+    raise ValueError('train_seeds needs one workdir per seed')
+  configs = []
+  for seed in seeds:
+    run_config = ml_collections.ConfigDict(config.to_dict())
+    run_config.seed = seed
+    validation.check_config(run_config)
+    configs.append(run_config)
+  num_seeds = len(seeds)
 
   # --- Input pipeline -------------------------------------------------------
   splits = input_pipeline.load_splits(config.data)
@@ -234,72 +320,70 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     raise validation.ConfigError(
         f'config.batch_size must be <= the number of training examples '
         f'({num_train}); got {config.batch_size}')
-  os.makedirs(workdir, exist_ok=True)
 
   # --- Model and optimizer --------------------------------------------------
-  rng = jax.random.key(config.seed)
-  init_rng, data_rng = jax.random.split(rng)
   model = models.create_model(config.model)
-  state = create_train_state(init_rng, model,
-                             create_optimizer(config, steps_per_epoch))
-  n_params = num_params(state.params)
-  logging.info('parameters: %d', n_params)
+  tx = create_optimizer(config, steps_per_epoch)
+  init_rngs, data_rngs = zip(*(jax.random.split(jax.random.key(s))
+                               for s in seeds))
+  fresh = [jax.device_get(create_train_state(r, model, tx)) for r in init_rngs]
+  n_params = num_params(fresh[0].params)
+  logging.info('parameters: %d; seeds in one program: %d', n_params,
+               num_seeds)
 
   # --- Restore --------------------------------------------------------------
-  manager = _checkpoint_manager(workdir, config.max_checkpoints_to_keep)
-  best = {'params': state.params, 'batch_stats': state.batch_stats}
-  meta = {'epoch': 0, 'best_val_accuracy': -1.0, 'best_val_epoch': 0,
-          'wall_time_s': 0.0, 'images_per_sec': []}
-  if manager.latest_step() is not None:
-    restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(state),
-        best=ocp.args.StandardRestore(best),
-        meta=ocp.args.JsonRestore()))
-    state, best, meta = restored.state, restored.best, restored.meta
-    logging.info('resumed after epoch %d', meta['epoch'])
-  # Wall time spent by earlier, interrupted invocations of this run.
-  earlier_wall_time = meta['wall_time_s']
-  metrics_path = os.path.join(workdir, 'metrics.jsonl')
-  history = []
-  if os.path.exists(metrics_path):
-    with open(metrics_path) as f:
-      history = [json.loads(line) for line in f if line.strip()]
-  # Drop lines of epochs that finished after the checkpoint being resumed.
-  history = [h for h in history if h['epoch'] <= meta['epoch']]
-  _write_json_lines(metrics_path, history)
+  for workdir in workdirs:
+    os.makedirs(workdir, exist_ok=True)
+  managers = [_checkpoint_manager(w, config.max_checkpoints_to_keep)
+              for w in workdirs]
+  runs = [_restore(m, s) for m, s in zip(managers, fresh)]
+  metas = [r['meta'] for r in runs]
+  if len({m['epoch'] for m in metas}) > 1:
+    raise ValueError(f'runs to train together stand at different epochs: '
+                     f'{[m["epoch"] for m in metas]}')
+  if metas[0]['epoch']:
+    logging.info('resumed after epoch %d', metas[0]['epoch'])
+  best = [r['best'] for r in runs]
+  # Wall time spent by earlier, interrupted invocations of these runs.
+  earlier_wall_time = metas[0]['wall_time_s']
+  histories = [_read_history(w, metas[0]['epoch']) for w in workdirs]
 
   # --- Compiled steps -------------------------------------------------------
-  augment = functools.partial(input_pipeline.augment,
-                              flip=config.data.random_flip,
-                              shift=config.data.random_shift)
-  p_train_batch = jax.pmap(
-      functools.partial(train_batch, augment=augment,
-                        label_smoothing=config.label_smoothing),
-      axis_name=AXIS, donate_argnums=(0,))
+  p_train_batch = compile_train_batch(config)
   p_epoch_indices = jax.pmap(
-      functools.partial(_epoch_indices, num_examples=num_train,
-                        batch_size=config.batch_size, num_devices=num_devices),
+      jax.vmap(functools.partial(_epoch_indices, num_examples=num_train,
+                                 batch_size=config.batch_size,
+                                 num_devices=num_devices)),
       axis_name=AXIS)
-  step_ids = [_to_devices(np.full((num_devices,), t, np.int32))
+  step_ids = [to_devices(np.full((num_devices,), t, np.int32))
               for t in range(steps_per_epoch)]
-  p_evaluate = jax.pmap(evaluate_split, axis_name=AXIS)
+  p_evaluate = jax.pmap(jax.vmap(evaluate_split, in_axes=(0, None)),
+                        axis_name=AXIS)
   train_data = jax_utils.replicate(splits['train'])
-  val_split = _to_devices(input_pipeline.shard_for_eval(
-      splits['validation'], config.eval_batch_size, num_devices))
+  eval_splits = {name: to_devices(input_pipeline.shard_for_eval(
+      splits[name], config.eval_batch_size, num_devices))
+                 for name in ('validation', 'test')}
+  template = stack(fresh)
 
-  template = state
+  def evaluate(variables: list[Any], split: str) -> list[dict[str, float]]:
+    """Accuracy and loss of each run's variables on a split."""
+    stacked = template.replace(**stack(variables))
+    totals = jax.device_get(jax_utils.unreplicate(
+        p_evaluate(jax_utils.replicate(stacked), eval_splits[split])))
+    return [{'accuracy': float(totals['correct'][k] / totals['count'][k]),
+             'loss': float(totals['loss'][k] / totals['count'][k])}
+            for k in range(num_seeds)]
 
-  def evaluate(variables, split):
-    eval_state = jax_utils.replicate(template.replace(**variables))
-    totals = jax.device_get(jax_utils.unreplicate(p_evaluate(eval_state, split)))
-    return {'accuracy': float(totals['correct'] / totals['count']),
-            'loss': float(totals['loss'] / totals['count'])}
-
+  target = config.target_test_accuracy
   # --- Train loop -----------------------------------------------------------
-  state = jax_utils.replicate(state)
-  for epoch in range(meta['epoch'] + 1, config.num_epochs + 1):
+  state = jax_utils.replicate(stack([r['state'] for r in runs]))
+  epoch = metas[0]['epoch']
+  while epoch < config.num_epochs and not (
+      target and all(m['target_epoch'] for m in metas)):
+    epoch += 1
     t0 = time.time()
-    epoch_rng = jax_utils.replicate(jax.random.fold_in(data_rng, epoch))
+    epoch_rng = jax_utils.replicate(jnp.stack(
+        [jax.random.fold_in(r, epoch) for r in data_rngs]))
     epoch_data = {'indices': p_epoch_indices(epoch_rng), 'rng': epoch_rng}
     step_metrics = []
     for step_id in step_ids:
@@ -307,69 +391,90 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       step_metrics.append(metrics)
     # One host sync per epoch, not per step.
     step_metrics = jax.device_get(step_metrics)
-    train_metrics = {k: np.array([m[k][0] for m in step_metrics])
-                     for k in step_metrics[0]}
     seconds = time.time() - t0
-    train_loss = float(np.mean(train_metrics['loss']))
-    if not math.isfinite(train_loss):
-      raise FloatingPointError(f'non-finite train loss at epoch {epoch}')
+    # Every image of every seed's epoch, per second of the program.
+    images_per_sec = num_seeds * steps_per_epoch * config.batch_size / seconds
     host_state = jax.device_get(jax_utils.unreplicate(state))
-    variables = {'params': host_state.params,
-                 'batch_stats': host_state.batch_stats}
-    val = evaluate(variables, val_split)
-    if val['accuracy'] > meta['best_val_accuracy']:
-      best = variables
-      meta.update(best_val_accuracy=val['accuracy'], best_val_epoch=epoch)
-    images_per_sec = steps_per_epoch * config.batch_size / seconds
-    meta['images_per_sec'].append(images_per_sec)
-    meta['epoch'] = epoch
-    meta['wall_time_s'] = earlier_wall_time + time.time() - start_time
-    record = {'epoch': epoch, 'train_loss': train_loss,
-              'train_accuracy': float(np.mean(train_metrics['accuracy'])),
-              'val_loss': val['loss'], 'val_accuracy': val['accuracy'],
-              'epoch_time_s': seconds, 'images_per_sec': images_per_sec}
-    history.append(record)
-    _write_json_lines(metrics_path, history)
-    manager.save(epoch, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(host_state),
-        best=ocp.args.StandardSave(best),
-        meta=ocp.args.JsonSave(meta)))
-    eta = seconds * (config.num_epochs - epoch)
-    logging.info(
-        'epoch %d/%d  train_loss %.4f  train_acc %.4f  val_acc %.4f  '
-        '%.0f img/s  %.1fs  ETA %.0fs', epoch, config.num_epochs, train_loss,
-        record['train_accuracy'], val['accuracy'], images_per_sec, seconds,
-        eta)
-  manager.wait_until_finished()
-  manager.close()
+    variables = [{'params': s.params, 'batch_stats': s.batch_stats}
+                 for s in (unstack(host_state, k) for k in range(num_seeds))]
+    val = evaluate(variables, 'validation')
+    # The test split is read here only to stop at a target; selection
+    # still uses validation alone.
+    test = evaluate(variables, 'test') if target else [None] * num_seeds
+    for k in range(num_seeds):
+      meta = metas[k]
+      losses = np.array([m['loss'][0, k] for m in step_metrics])
+      train_loss = float(np.mean(losses))
+      if not math.isfinite(train_loss):
+        raise FloatingPointError(
+            f'non-finite train loss at epoch {epoch} (seed {seeds[k]})')
+      if val[k]['accuracy'] > meta['best_val_accuracy']:
+        best[k] = variables[k]
+        meta.update(best_val_accuracy=val[k]['accuracy'], best_val_epoch=epoch)
+      meta['images_per_sec'].append(images_per_sec)
+      meta['epoch'] = epoch
+      meta['wall_time_s'] = earlier_wall_time + time.time() - start_time
+      record = {'epoch': epoch, 'train_loss': train_loss,
+                'train_accuracy': float(np.mean(
+                    [m['accuracy'][0, k] for m in step_metrics])),
+                'val_loss': val[k]['loss'],
+                'val_accuracy': val[k]['accuracy'],
+                'epoch_time_s': seconds, 'images_per_sec': images_per_sec}
+      if test[k] is not None:
+        record['test_accuracy'] = test[k]['accuracy']
+        if test[k]['accuracy'] >= target and not meta['target_epoch']:
+          meta.update(target_epoch=epoch, time_to_target_s=meta['wall_time_s'])
+      histories[k].append(record)
+      _write_json_lines(os.path.join(workdirs[k], 'metrics.jsonl'),
+                        histories[k])
+      managers[k].save(epoch, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(unstack(host_state, k)),
+          best=ocp.args.StandardSave(best[k]),
+          meta=ocp.args.JsonSave(meta)))
+      logging.info(
+          'epoch %d/%d%s  train_loss %.4f  train_acc %.4f  val_acc %.4f%s  '
+          '%.0f img/s  %.1fs  ETA %.0fs', epoch, config.num_epochs,
+          f'  seed {seeds[k]}' if num_seeds > 1 else '', train_loss,
+          record['train_accuracy'], val[k]['accuracy'],
+          f'  test_acc {test[k]["accuracy"]:.4f}' if test[k] else '',
+          images_per_sec, seconds, seconds * (config.num_epochs - epoch))
+  for manager in managers:
+    manager.wait_until_finished()
+    manager.close()
 
   # --- Test, once, with the epoch validation selected -----------------------
-  test_split = _to_devices(input_pipeline.shard_for_eval(
-      splits['test'], config.eval_batch_size, num_devices))
-  test = evaluate(best, test_split)
-  # The first epoch includes compilation; steady state is what the rest show.
-  rates = meta['images_per_sec']
-  steady = rates[1:] or rates
-  summary = {
-      'test_accuracy': test['accuracy'],
-      'test_loss': test['loss'],
-      'best_val_accuracy': meta['best_val_accuracy'],
-      'best_val_epoch': meta['best_val_epoch'],
-      'final_val_accuracy': history[-1]['val_accuracy'],
-      'epochs_completed': meta['epoch'],
-      'num_params': n_params,
-      'num_devices': num_devices,
-      'num_train_examples': num_train,
-      'train_images_per_sec': float(np.mean(steady)),
-      'wall_time_s': earlier_wall_time + time.time() - start_time,
-      'config': config.to_dict(),
-      'versions': _versions(),
-      'git_commit': _git_commit(),
-  }
-  _write_json(os.path.join(workdir, 'summary.json'), summary)
-  logging.info('test_accuracy %.4f (epoch %d by validation)',
-               test['accuracy'], meta['best_val_epoch'])
-  return summary
+  test = evaluate(best, 'test')
+  summaries = []
+  for k in range(num_seeds):
+    meta = metas[k]
+    # The first epoch includes compilation; steady state is what the rest show.
+    rates = meta['images_per_sec']
+    steady = rates[1:] or rates
+    summary = {
+        'test_accuracy': test[k]['accuracy'],
+        'test_loss': test[k]['loss'],
+        'best_val_accuracy': meta['best_val_accuracy'],
+        'best_val_epoch': meta['best_val_epoch'],
+        'final_val_accuracy': histories[k][-1]['val_accuracy'],
+        'epochs_completed': meta['epoch'],
+        'target_epoch': meta['target_epoch'],
+        'time_to_target_s': meta['time_to_target_s'],
+        'num_params': n_params,
+        'num_devices': num_devices,
+        'seeds_in_program': num_seeds,
+        'num_train_examples': num_train,
+        'train_images_per_sec': float(np.mean(steady)),
+        'wall_time_s': earlier_wall_time + time.time() - start_time,
+        'config': configs[k].to_dict(),
+        'versions': _versions(),
+        'git_commit': _git_commit(),
+    }
+    _write_json(os.path.join(workdirs[k], 'summary.json'), summary)
+    logging.info('test_accuracy %.4f (epoch %d by validation)%s',
+                 test[k]['accuracy'], meta['best_val_epoch'],
+                 f' seed {seeds[k]}' if num_seeds > 1 else '')
+    summaries.append(summary)
+  return summaries
 
 
 def _write_json_lines(path: str, records: list[dict[str, Any]]) -> None:

@@ -38,6 +38,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     value = config[field]
     _require(value >= 1 and value % devices == 0, field,
              f'a positive multiple of the device count ({devices})', value)
+  _require(0 <= config.target_test_accuracy <= 1, 'target_test_accuracy',
+           'in [0, 1] (0 = train all epochs)', config.target_test_accuracy)
   _require(config.max_checkpoints_to_keep >= 1, 'max_checkpoints_to_keep',
            '>= 1', config.max_checkpoints_to_keep)
 

@@ -32,6 +32,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.weight_decay = 0.05
   # Mass moved from the true class to all classes in the training targets.
   config.label_smoothing = 0.0
+  # When > 0: read the test split after every epoch and stop once its
+  # accuracy reaches this (the time-to-accuracy benchmark); 0 = off.
+  config.target_test_accuracy = 0.0
   # Checkpoints kept in workdir/checkpoints (one is written per epoch).
   config.max_checkpoints_to_keep = 3
 

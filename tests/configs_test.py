@@ -4,6 +4,7 @@ import jax
 import pytest
 
 from configs import default
+from configs import fast
 from cnn_jax import validation
 
 
@@ -34,6 +35,7 @@ def test_default_passes_the_checks():
     ('data.random_shift', -1, 'config.data.random_shift must be >= 0'),
     ('model.pool_sigma', 0.0, 'config.model.pool_sigma must be > 0'),
     ('data.manual_dir', '/nonexistent', 'config.data.manual_dir must be'),
+    ('target_test_accuracy', 1.5, 'config.target_test_accuracy must be in'),
 ])
 def test_each_bad_value_names_its_field(field, value, words):
   assert jax.local_device_count() == 2
@@ -47,3 +49,10 @@ def test_each_bad_value_names_its_field(field, value, words):
     validation.check_config(config)
   assert words in str(e.value)
   assert '\n' not in str(e.value)
+
+
+def test_fast_config_keeps_the_architecture_and_passes_the_checks():
+  config, seed = fast.get_config(), default.get_config()
+  assert config.model.to_dict() == seed.model.to_dict()
+  assert config.target_test_accuracy == 0.0  # The benchmark sets it.
+  validation.check_config(config)

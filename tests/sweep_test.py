@@ -114,3 +114,30 @@ def test_bad_override_fails_before_any_point_runs(tmp_path):
   assert proc.stderr.strip().splitlines()[-1] == (
       'error: config.learning_rate must be > 0; got -1.0')
   assert not workdir.exists()
+
+
+def test_points_differing_only_in_seed_train_together():
+  base = _util.tiny_config()
+  configs = {sweep.point_name(p): sweep.point_config(base, p)
+             for p in sweep.points(SWEEP['axes'])}
+  status = {n: 'todo' for n in configs}
+  assert sweep.seed_groups(configs, status) == [
+      ['activation=relu,pooling=max,seed=0', 'activation=relu,pooling=max,seed=1'],
+      ['activation=tanh,pooling=max,seed=0', 'activation=tanh,pooling=max,seed=1']]
+  # A started point resumes alone.
+  status['activation=tanh,pooling=max,seed=1'] = 'partial'
+  assert sweep.seed_groups(configs, status)[1:] == [
+      ['activation=tanh,pooling=max,seed=0'],
+      ['activation=tanh,pooling=max,seed=1']]
+
+
+def test_vmapped_sweep_equals_the_one_by_one_sweep(tmp_path):
+  spec = dict(SWEEP, axes={'model.activation': ['relu'], 'seed': [0, 1]})
+  assert set(_run(spec, tmp_path / 'v').values()) == {'done'}
+  assert set(_run(spec, tmp_path / 's', vmap_seeds=False).values()) == {'done'}
+  for name in ('activation=relu,seed=0', 'activation=relu,seed=1'):
+    v, s = _summary(tmp_path / 'v', name), _summary(tmp_path / 's', name)
+    assert v['seeds_in_program'] == 2 and s['seeds_in_program'] == 1
+    assert v['config'] == s['config']
+    # Float tolerance, as train_test's whole-run comparison explains.
+    assert abs(v['test_loss'] - s['test_loss']) <= 1e-3 * s['test_loss']

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 import tensorflow_datasets as tfds
 
 from cnn_jax import models
@@ -175,3 +176,86 @@ def test_finished_run_is_not_trained_again(tmp_path):
   assert second['epochs_completed'] == 1
   assert second['test_loss'] == first['test_loss']
   assert len(_epoch_records(str(tmp_path))) == 1
+
+
+def test_vmapped_step_equals_one_step_per_seed():
+  """The seed axis changes nothing but float rounding.
+
+  SGD, for the reason _sgd_state gives.
+  """
+  model, tx = models.CNN(), optax.sgd(0.01)
+  seeds = [train.create_train_state(jax.random.key(k), model, tx)
+           for k in (0, 1)]
+  batches = [_split(_batch(8, seed=k), 2) for k in (0, 1)]
+  one = jax.pmap(train.train_step, axis_name=train.AXIS)
+  many = jax.pmap(jax.vmap(train.train_step), axis_name=train.AXIS)
+  together = jax_utils.replicate(train.stack(jax.device_get(seeds)))
+  apart = [jax_utils.replicate(s) for s in seeds]
+  stacked = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *batches)
+  for _ in range(5):
+    together, _ = many(together, stacked)
+    apart = [one(s, b)[0] for s, b in zip(apart, batches)]
+  for k in (0, 1):
+    for field in ('params', 'batch_stats'):
+      chex.assert_trees_all_close(
+          jax.tree.map(lambda x: np.asarray(x)[0, k], getattr(together, field)),
+          jax.tree.map(lambda x: np.asarray(x)[0], getattr(apart[k], field)),
+          atol=1e-5, rtol=1e-5)
+
+
+def test_seeds_in_one_program_match_runs_one_by_one(tmp_path):
+  """Whole runs: each seed's numbers are those of its own run.
+
+  The tolerance is looser than the step's: Adam turns the float noise in the
+  conv biases' gradients (see _sgd_state) into bias steps of +-lr, which
+  reach the evaluation through BatchNorm's running mean.
+  """
+  config = _util.tiny_config()
+  config.num_epochs = 2
+  with tfds.testing.mock_data(num_examples=48):
+    together = train.train_seeds(config, [0, 3],
+                                 [str(tmp_path / 'v0'), str(tmp_path / 'v3')])
+    apart = []
+    for seed in (0, 3):
+      config.seed = seed
+      apart.append(train.train_and_evaluate(config, str(tmp_path / f's{seed}')))
+  for seed, a, b in zip((0, 3), together, apart):
+    assert a['config'] == b['config'] and a['config']['seed'] == seed
+    assert a['seeds_in_program'] == 2 and b['seeds_in_program'] == 1
+    np.testing.assert_allclose(a['test_loss'], b['test_loss'], rtol=1e-3)
+    va = _epoch_records(str(tmp_path / f'v{seed}'))
+    sa = _epoch_records(str(tmp_path / f's{seed}'))
+    assert len(va) == len(sa) == 2
+    for ra, rb in zip(va, sa):
+      for key in ('train_loss', 'val_loss'):
+        np.testing.assert_allclose(ra[key], rb[key], rtol=1e-3)
+  # The two seeds are different runs, not one run twice.
+  assert abs(together[0]['test_loss'] - together[1]['test_loss']) > 1e-2
+
+
+def test_seeds_at_different_epochs_are_refused(tmp_path):
+  config = _util.tiny_config()
+  _run(config, str(tmp_path / 'a'))
+  with tfds.testing.mock_data(num_examples=48):
+    with pytest.raises(ValueError, match='different epochs'):
+      train.train_seeds(config, [0, 1], [str(tmp_path / 'a'),
+                                         str(tmp_path / 'b')])
+
+
+def test_target_accuracy_stops_early_and_is_recorded(tmp_path):
+  config = _util.tiny_config()
+  config.num_epochs = 3
+  config.target_test_accuracy = 1e-6  # Any correct test answer reaches it.
+  summary = _run(config, str(tmp_path / 'reached'))
+  assert summary['target_epoch'] == summary['epochs_completed'] == 1
+  assert summary['time_to_target_s'] > 0
+  with open(tmp_path / 'reached' / 'metrics.jsonl') as f:
+    assert 'test_accuracy' in json.loads(f.readline())
+  # A finished run that reached its target is not trained further.
+  again = _run(config, str(tmp_path / 'reached'))
+  assert again['epochs_completed'] == 1
+
+  config.target_test_accuracy = 1.0
+  summary = _run(config, str(tmp_path / 'missed'))
+  assert summary['target_epoch'] is None
+  assert summary['epochs_completed'] == 3

@@ -1,0 +1,345 @@
+"""JAX against the seed's PyTorch model, side by side, in one run.
+
+  python -m cnn_jax.benchmark --workdir=benchmarks/cpu \
+      --manual_dir=../shared/data/fashion_mnist
+
+Three measurements, written to WORKDIR/benchmark.json and printed as a table
+(also WORKDIR/benchmark.md):
+
+1. Training throughput, steady state after compilation: the trainer's own
+   compiled step (`train.compile_train_batch`) against the seed's `convnet1`
+   (`cnn_jax.torch_reference`), same batch size, same thread count, same
+   image shape, Adam at 1e-3, no augmentation.
+2. Time to a test accuracy (0.9): whole processes, timed from launch to exit
+   (start-up, compilation and data included). JAX runs `cnn_jax.main` with
+   --fast_config; PyTorch runs the seed's recipe. Both read the test set once
+   per epoch and stop at the target.
+3. K seeds in one compiled program (`train.train_seeds`, vmapped) against
+   the same K runs one after another (`train.train_and_evaluate`), with the
+   largest per-seed difference in their results.
+
+PyTorch runs in subprocesses of its own, so the two libraries' thread pools
+never share the CPU; it is an optional extra (`pip install -e .[bench]`).
+Without it, the PyTorch numbers are null. On a GPU the same command measures
+JAX there; the PyTorch side stays on the CPU, as the table says.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app
+from absl import flags
+from absl import logging
+from flax import jax_utils
+import jax
+import ml_collections
+import numpy as np
+
+from cnn_jax import cli
+from cnn_jax import input_pipeline
+from cnn_jax import models
+from cnn_jax import train
+from cnn_jax import validation
+
+FLAGS = flags.FLAGS
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The issue's targets, as ratios from one run of this command.
+TARGETS = {'throughput_ratio': ('>=', 1.5), 'time_to_90_ratio': ('<=', 0.4),
+           'vmap_seeds_speedup': ('>=', 1.3)}
+
+
+def _seed_recipe(config: ml_collections.ConfigDict,
+                 batch_size: int) -> ml_collections.ConfigDict:
+  """The seed's training recipe: Adam 1e-3, no decay, no augmentation."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.batch_size = batch_size
+  config.learning_rate = 1e-3
+  config.lr_schedule = 'constant'
+  config.weight_decay = 0.0
+  config.label_smoothing = 0.0
+  config.data.random_flip = False
+  config.data.random_shift = 0
+  return config
+
+
+def jax_throughput(config: ml_collections.ConfigDict, steps: int,
+                   repeats: int) -> float:
+  """Training images/s of the trainer's step: best of `repeats` x `steps`.
+
+  Random uint8 images of Fashion-MNIST's shape, held on the device as the
+  trainer holds the real ones; one seed.
+  """
+  devices = jax.local_device_count()
+  batch = config.batch_size
+  n = batch * steps
+  rng = np.random.default_rng(0)
+  data = {'image': rng.integers(0, 256, (n,) + input_pipeline.IMAGE_SHAPE,
+                                np.uint8),
+          'label': rng.integers(0, 10, n).astype(np.int32)}
+  model = models.create_model(config.model)
+  state = jax.device_get(train.create_train_state(
+      jax.random.key(0), model, train.create_optimizer(config, steps)))
+  state = jax_utils.replicate(train.stack([state]))
+  # [devices, seeds=1, steps, batch // devices], device d takes column d.
+  indices = np.arange(n, dtype=np.int32).reshape(steps, devices, -1)
+  epoch = {'indices': indices.transpose(1, 0, 2)[:, None],
+           'rng': jax_utils.replicate(jax.random.split(jax.random.key(0), 1))}
+  epoch = dict(epoch, indices=train.to_devices(epoch['indices']))
+  step_ids = [train.to_devices(np.full((devices,), t, np.int32))
+              for t in range(steps)]
+  p_step = train.compile_train_batch(config)
+  data = jax_utils.replicate(data)
+
+  def run(count: int) -> float:
+    nonlocal state
+    t0 = time.perf_counter()
+    for step_id in step_ids[:count]:
+      state, metrics = p_step(state, data, epoch, step_id)
+    jax.block_until_ready(metrics)
+    return time.perf_counter() - t0
+
+  run(min(10, steps))  # Compilation and warm-up.
+  return max(n / run(steps) for _ in range(repeats))
+
+
+def _torch(*args: str) -> dict[str, Any] | None:
+  """Runs cnn_jax.torch_reference in a fresh process; None without PyTorch."""
+  try:
+    import torch  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    logging.warning('PyTorch is not installed (pip install -e .[bench]); '
+                    'its numbers are null')
+    return None
+  out = subprocess.run([sys.executable, '-m', 'cnn_jax.torch_reference',
+                        *args], capture_output=True, text=True, cwd=ROOT,
+                       check=True)
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _timed(argv: list[str]) -> float:
+  """Wall seconds of a whole subprocess, launch to exit."""
+  t0 = time.perf_counter()
+  subprocess.run(argv, cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+                 stderr=subprocess.DEVNULL)
+  return time.perf_counter() - t0
+
+
+def jax_time_to_target(config_path: str, manual_dir: str, target: float,
+                       workdir: str) -> dict[str, Any]:
+  """`python -m cnn_jax.main` with a target accuracy, as a user runs it."""
+  shutil.rmtree(workdir, ignore_errors=True)
+  seconds = _timed([sys.executable, '-m', 'cnn_jax.main',
+                    f'--config={config_path}', f'--workdir={workdir}',
+                    f'--config.data.manual_dir={manual_dir}',
+                    f'--config.target_test_accuracy={target}'])
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    summary = json.load(f)
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    curve = [json.loads(line)['test_accuracy'] for line in f]
+  return {'seconds': seconds, 'reached': summary['target_epoch'] is not None,
+          'epochs': summary['epochs_completed'], 'test_accuracy': curve}
+
+
+def torch_time_to_target(manual_dir: str, target: float, threads: int
+                         ) -> dict[str, Any] | None:
+  argv = ['time_to_target', f'--manual_dir={manual_dir}',
+          f'--target={target}', '--batch_size=100', f'--threads={threads}']
+  t0 = time.perf_counter()
+  result = _torch(*argv)
+  if result is not None:
+    result['seconds'] = time.perf_counter() - t0
+  return result
+
+
+def seeds_in_one_program(config: ml_collections.ConfigDict, num_seeds: int,
+                         workdir: str) -> dict[str, Any]:
+  """K runs vmapped in one program against the same K runs in sequence."""
+  seeds = list(range(num_seeds))
+  shutil.rmtree(workdir, ignore_errors=True)
+  t0 = time.perf_counter()
+  together = train.train_seeds(
+      config, seeds, [os.path.join(workdir, f'vmap/seed={s}') for s in seeds])
+  vmap_seconds = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  apart = []
+  for s in seeds:
+    run_config = ml_collections.ConfigDict(config.to_dict())
+    run_config.seed = s
+    apart.append(train.train_and_evaluate(
+        run_config, os.path.join(workdir, f'sequential/seed={s}')))
+  sequential_seconds = time.perf_counter() - t0
+  diff = {key: max(abs(a[key] - b[key]) for a, b in zip(together, apart))
+          for key in ('test_accuracy', 'test_loss', 'best_val_accuracy')}
+  return {'vmap_seconds': vmap_seconds,
+          'sequential_seconds': sequential_seconds,
+          'speedup': sequential_seconds / vmap_seconds,
+          'max_abs_diff': diff,
+          'test_accuracy': {'vmap': [r['test_accuracy'] for r in together],
+                            'sequential': [r['test_accuracy'] for r in apart]}}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+  return None if a is None or b is None else a / b
+
+
+def _fmt(x: Any, spec: str) -> str:
+  return 'n/a' if x is None else format(x, spec)
+
+
+def table(result: dict[str, Any]) -> str:
+  """The benchmark's markdown table."""
+  r = result
+  rows = [
+      ('Training throughput (img/s, batch '
+       f'{r["batch_size"]})', _fmt(r['jax_train_images_per_sec'], ',.0f'),
+       _fmt(r['torch_train_images_per_sec'], ',.0f'),
+       _fmt(r['throughput_ratio'], '.2f') + 'x', '>= 1.5x'),
+      ('PyTorch step alone, no DataLoader (img/s)', '',
+       _fmt(r['torch_step_only_images_per_sec'], ',.0f'),
+       _fmt(_ratio(r['jax_train_images_per_sec'],
+                   r['torch_step_only_images_per_sec']), '.2f') + 'x', ''),
+      (f'Time to {r["target_accuracy"]:.0%} test accuracy, whole process (s)',
+       _fmt(r['jax_time_to_90_s'], '.1f'), _fmt(r['torch_time_to_90_s'], '.1f'),
+       _fmt(r['time_to_90_ratio'], '.2f') + 'x', '<= 0.4x'),
+      ('Epochs to reach it', _fmt(r['jax_epochs_to_90'], 'd'),
+       _fmt(r['torch_epochs_to_90'], 'd'), '', ''),
+      (f'{r["num_seeds"]} seeds x {r["seed_epochs"]} epochs: one vmapped '
+       'program vs in sequence (s)', _fmt(r['vmap_seeds_seconds'], '.1f'),
+       _fmt(r['sequential_seeds_seconds'], '.1f') + ' (JAX, sequential)',
+       _fmt(r['vmap_seeds_speedup'], '.2f') + 'x', '>= 1.3x'),
+  ]
+  lines = ['| Measurement | JAX (this project) | PyTorch (seed) | Ratio | '
+           'Target |', '|---|---:|---:|---:|---|']
+  lines += ['| ' + ' | '.join(row) + ' |' for row in rows]
+  lines.append('')
+  lines.append(f'JAX on {r["jax_device"]}; PyTorch {r["torch_version"]} on '
+               f'the CPU with {r["threads"]} threads; {r["cpu_count"]} CPU '
+               f'cores. Largest per-seed difference, vmapped vs sequential: '
+               f'{json.dumps(r["vmap_seeds_max_abs_diff"])}.')
+  return '\n'.join(lines) + '\n'
+
+
+def run_benchmark(workdir: str, manual_dir: str, *, batch_size: int,
+                  steps: int, repeats: int, threads: int, target: float,
+                  fast_config: str, num_seeds: int, seed_epochs: int
+                  ) -> dict[str, Any]:
+  """All three measurements; returns what benchmark.json holds."""
+  from configs import default  # pylint: disable=g-import-not-at-top
+  os.makedirs(workdir, exist_ok=True)
+  base = default.get_config()
+  base.data.manual_dir = manual_dir
+  validation.check_config(base)
+  # Prepared once, untimed, as TFDS prepares a dataset once per machine.
+  input_pipeline.load_splits(base.data)
+
+  logging.info('throughput ...')
+  jax_rate = jax_throughput(_seed_recipe(base, batch_size), steps, repeats)
+  torch_rates = _torch('throughput', f'--batch_size={batch_size}',
+                       f'--steps={steps}', f'--repeats={repeats}',
+                       f'--threads={threads}') or {}
+
+  logging.info('time to %.2f test accuracy ...', target)
+  jax_t90 = jax_time_to_target(os.path.abspath(fast_config), manual_dir,
+                               target, os.path.join(workdir, 'time_to_target'))
+  torch_t90 = torch_time_to_target(manual_dir, target, threads) or {}
+
+  logging.info('%d seeds in one program ...', num_seeds)
+  seed_config = ml_collections.ConfigDict(base.to_dict())
+  seed_config.num_epochs = seed_epochs
+  seeds = seeds_in_one_program(seed_config, num_seeds,
+                               os.path.join(workdir, 'seeds'))
+
+  jax_t = jax_t90['seconds'] if jax_t90['reached'] else None
+  torch_t = torch_t90.get('seconds') if torch_t90.get('reached') else None
+  result = {
+      'jax_train_images_per_sec': jax_rate,
+      'torch_train_images_per_sec': torch_rates.get('train_images_per_sec'),
+      'torch_step_only_images_per_sec': torch_rates.get(
+          'step_only_images_per_sec'),
+      'throughput_ratio': _ratio(jax_rate,
+                                 torch_rates.get('train_images_per_sec')),
+      'jax_time_to_90_s': jax_t,
+      'torch_time_to_90_s': torch_t,
+      'time_to_90_ratio': _ratio(jax_t, torch_t),
+      'jax_epochs_to_90': jax_t90['epochs'] if jax_t else None,
+      'torch_epochs_to_90': torch_t90.get('epochs') if torch_t else None,
+      'jax_test_accuracy_by_epoch': jax_t90['test_accuracy'],
+      'torch_test_accuracy_by_epoch': torch_t90.get('test_accuracy'),
+      'vmap_seeds_speedup': seeds['speedup'],
+      'vmap_seeds_seconds': seeds['vmap_seconds'],
+      'sequential_seeds_seconds': seeds['sequential_seconds'],
+      'vmap_seeds_max_abs_diff': seeds['max_abs_diff'],
+      'vmap_seeds_test_accuracy': seeds['test_accuracy'],
+      'num_seeds': num_seeds, 'seed_epochs': seed_epochs,
+      'batch_size': batch_size, 'target_accuracy': target,
+      'fast_config': os.path.relpath(os.path.abspath(fast_config), ROOT),
+      'threads': threads, 'cpu_count': os.cpu_count(),
+      'jax_device': str(jax.local_devices()[0].device_kind),
+      'jax_devices': jax.local_device_count(),
+      'torch_version': torch_rates.get('torch_version'),
+      'xla_flags': os.environ.get('XLA_FLAGS', ''),
+      'versions': train._versions(),  # pylint: disable=protected-access
+      'git_commit': train._git_commit(),  # pylint: disable=protected-access
+  }
+  result['targets_met'] = {
+      key: (None if result[key] is None else
+            (result[key] >= bar if op == '>=' else result[key] <= bar))
+      for key, (op, bar) in TARGETS.items()}
+  with open(os.path.join(workdir, 'benchmark.json'), 'w') as f:
+    json.dump(result, f, indent=2, sort_keys=True)
+  with open(os.path.join(workdir, 'benchmark.md'), 'w') as f:
+    f.write(table(result))
+  return result
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
+  cli.quiet_library_logs()
+  manual_dir = os.path.abspath(FLAGS.manual_dir)
+  missing = input_pipeline.missing_manual_files(manual_dir)
+  if missing:
+    cli.fail(f'--manual_dir must hold {", ".join(input_pipeline.MANUAL_FILES)}'
+             f' (missing: {", ".join(missing)})')
+  if not os.path.isfile(FLAGS.fast_config):
+    cli.fail(f'--fast_config must be a config file; got {FLAGS.fast_config}')
+  for name in ('batch_size', 'steps', 'repeats', 'threads', 'num_seeds',
+               'seed_epochs'):
+    if FLAGS[name].value < 1:
+      cli.fail(f'--{name} must be >= 1; got {FLAGS[name].value}')
+  if not 0 < FLAGS.target < 1:
+    cli.fail(f'--target must be in (0, 1); got {FLAGS.target}')
+  try:
+    result = run_benchmark(
+        FLAGS.workdir, manual_dir, batch_size=FLAGS.batch_size,
+        steps=FLAGS.steps, repeats=FLAGS.repeats, threads=FLAGS.threads,
+        target=FLAGS.target, fast_config=FLAGS.fast_config,
+        num_seeds=FLAGS.num_seeds, seed_epochs=FLAGS.seed_epochs)
+  except validation.ConfigError as e:
+    cli.fail(str(e))
+  print(table(result))
+
+
+if __name__ == '__main__':
+  cli.define_flags(config=False)
+  flags.DEFINE_string('manual_dir', os.path.join(
+      ROOT, '..', 'shared', 'data', 'fashion_mnist'),
+                      'Folder with the four Fashion-MNIST IDX .gz files.')
+  flags.DEFINE_integer('batch_size', 128, 'Batch for the throughput test.')
+  flags.DEFINE_integer('steps', 100, 'Steps per throughput timing.')
+  flags.DEFINE_integer('repeats', 3, 'Timings per throughput; the best counts.')
+  flags.DEFINE_integer('threads', 2, "PyTorch's intra-op threads.")
+  flags.DEFINE_float('target', 0.9, 'Test accuracy for the time-to-target.')
+  flags.DEFINE_string('fast_config', os.path.join(ROOT, 'configs', 'fast.py'),
+                      "JAX's recipe for the time-to-target.")
+  flags.DEFINE_integer('num_seeds', 3, 'Seeds trained in one program.')
+  flags.DEFINE_integer('seed_epochs', 2, 'Epochs per seed in that test.')
+  app.run(main, flags_parser=cli.parse_flags)
