@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from cnn_jax import layers
 from cnn_jax import pooling
 from cnn_jax import registry
 
@@ -35,15 +36,13 @@ class CNN(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-    pad = self.kernel_size // 2
     for i, features in enumerate(self.features):
-      x = nn.Conv(features, (self.kernel_size, self.kernel_size),
-                  padding=((pad, pad), (pad, pad)), name=f'conv{i + 1}')(x)
+      x = layers.Conv(features, self.kernel_size, name=f'conv{i + 1}')(x)
       if self.batch_norm:
         # PyTorch BatchNorm2d defaults: running-average momentum 0.1, eps 1e-5.
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                         epsilon=1e-5, axis_name=self.bn_axis_name,
-                         name=f'bn{i + 1}')(x)
+        x = layers.BatchNorm(use_running_average=not train, momentum=0.9,
+                             epsilon=1e-5, axis_name=self.bn_axis_name,
+                             name=f'bn{i + 1}')(x)
       x = self.act(x)
       x = self.pool(x)
     x = x.reshape((x.shape[0], -1))
