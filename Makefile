@@ -10,18 +10,23 @@ ARGS ?=
 
 MANUAL_FLAG := $(if $(wildcard $(MANUAL_DIR)/train-images-idx3-ubyte.gz),--config.data.manual_dir=$(MANUAL_DIR),)
 
-.PHONY: setup train test clean
+.PHONY: setup train test benchmark clean
 
 setup: $(VENV)/.installed
 
 # Re-installs only when the dependency list changes.
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,bench]'
 	touch $@
 
 train: setup
 	$(PY) -m cnn_jax.main --config=$(CONFIG) --workdir=$(WORKDIR) $(MANUAL_FLAG) $(ARGS)
+
+# JAX against the seed's PyTorch model; writes $(BENCH_DIR)/benchmark.{json,md}.
+BENCH_DIR ?= experiments/benchmark/cpu
+benchmark: setup
+	$(PY) -m cnn_jax.benchmark --workdir=$(BENCH_DIR) --manual_dir=$(MANUAL_DIR) $(ARGS)
 
 test: setup
 	CNN_JAX_MANUAL_DIR=$(MANUAL_DIR) $(PY) -m pytest tests

@@ -190,8 +190,8 @@ def _ratio(a: float | None, b: float | None) -> float | None:
   return None if a is None or b is None else a / b
 
 
-def _fmt(x: Any, spec: str) -> str:
-  return 'n/a' if x is None else format(x, spec)
+def _fmt(x: Any, spec: str, suffix: str = '') -> str:
+  return 'n/a' if x is None else format(x, spec) + suffix
 
 
 def table(result: dict[str, Any]) -> str:
@@ -201,20 +201,20 @@ def table(result: dict[str, Any]) -> str:
       ('Training throughput (img/s, batch '
        f'{r["batch_size"]})', _fmt(r['jax_train_images_per_sec'], ',.0f'),
        _fmt(r['torch_train_images_per_sec'], ',.0f'),
-       _fmt(r['throughput_ratio'], '.2f') + 'x', '>= 1.5x'),
+       _fmt(r['throughput_ratio'], '.2f', 'x'), '>= 1.5x'),
       ('PyTorch step alone, no DataLoader (img/s)', '',
        _fmt(r['torch_step_only_images_per_sec'], ',.0f'),
        _fmt(_ratio(r['jax_train_images_per_sec'],
-                   r['torch_step_only_images_per_sec']), '.2f') + 'x', ''),
+                   r['torch_step_only_images_per_sec']), '.2f', 'x'), ''),
       (f'Time to {r["target_accuracy"]:.0%} test accuracy, whole process (s)',
        _fmt(r['jax_time_to_90_s'], '.1f'), _fmt(r['torch_time_to_90_s'], '.1f'),
-       _fmt(r['time_to_90_ratio'], '.2f') + 'x', '<= 0.4x'),
+       _fmt(r['time_to_90_ratio'], '.2f', 'x'), '<= 0.4x'),
       ('Epochs to reach it', _fmt(r['jax_epochs_to_90'], 'd'),
        _fmt(r['torch_epochs_to_90'], 'd'), '', ''),
       (f'{r["num_seeds"]} seeds x {r["seed_epochs"]} epochs: one vmapped '
        'program vs in sequence (s)', _fmt(r['vmap_seeds_seconds'], '.1f'),
-       _fmt(r['sequential_seeds_seconds'], '.1f') + ' (JAX, sequential)',
-       _fmt(r['vmap_seeds_speedup'], '.2f') + 'x', '>= 1.3x'),
+       _fmt(r['sequential_seeds_seconds'], '.1f', ' (JAX, sequential)'),
+       _fmt(r['vmap_seeds_speedup'], '.2f', 'x'), '>= 1.3x'),
   ]
   lines = ['| Measurement | JAX (this project) | PyTorch (seed) | Ratio | '
            'Target |', '|---|---:|---:|---:|---|']

@@ -7,8 +7,9 @@
 after an interruption: finished points (with a summary.json) are skipped and
 an interrupted point resumes from its checkpoint. No training logic lives
 here: points that differ only in seed are one `train.train_seeds` call
-(vmapped; --vmap_seeds=auto does so on GPUs and TPUs only, where batched
-convolutions are fast), any other point one `train.train_and_evaluate` call.
+(vmapped), any other point one `train.train_and_evaluate` call. The default
+--vmap_seeds=auto groups seeds on GPUs and TPUs only: on the 2-core CPU the
+vmapped program was slower than the runs one by one (README, benchmark).
 """
 
 import importlib.util
@@ -190,6 +191,6 @@ if __name__ == '__main__':
   flags.DEFINE_bool('dry_run', False, 'List the points and run nothing.')
   flags.DEFINE_enum('vmap_seeds', 'auto', ['auto', 'true', 'false'],
                     'Train points that differ only in seed together, in one '
-                    'vmapped program. auto: on GPUs and TPUs only; on CPU '
-                    'it was slower (see the README).')
+                    'vmapped program. auto: on GPUs and TPUs only (on a '
+                    '2-core CPU it was slower; see the README).')
   app.run(main, flags_parser=cli.parse_flags)

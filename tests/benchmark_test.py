@@ -1,0 +1,67 @@
+"""The benchmark's parts, small; the full command is run for the README."""
+
+import os
+import subprocess
+import sys
+
+from configs import default
+from cnn_jax import benchmark
+import _util
+
+
+def test_seed_recipe_is_plain_adam_without_augmentation():
+  config = benchmark._seed_recipe(default.get_config(), batch_size=128)
+  assert config.batch_size == 128 and config.learning_rate == 1e-3
+  assert config.lr_schedule == 'constant' and config.weight_decay == 0.0
+  assert not config.data.random_flip and config.data.random_shift == 0
+  assert config.model.to_dict() == default.get_config().model.to_dict()
+
+
+def test_jax_throughput_times_the_trainer_step():
+  config = benchmark._seed_recipe(default.get_config(), batch_size=8)
+  assert benchmark.jax_throughput(config, steps=3, repeats=1) > 0
+
+
+def _result(**overrides):
+  result = {
+      'jax_train_images_per_sec': 4700.0, 'torch_train_images_per_sec': 4100.0,
+      'torch_step_only_images_per_sec': 5000.0, 'throughput_ratio': 4.7 / 4.1,
+      'jax_time_to_90_s': 40.0, 'torch_time_to_90_s': 41.0,
+      'time_to_90_ratio': 40 / 41, 'jax_epochs_to_90': 2,
+      'torch_epochs_to_90': 3, 'vmap_seeds_seconds': 150.0,
+      'sequential_seeds_seconds': 100.0, 'vmap_seeds_speedup': 100 / 150,
+      'vmap_seeds_max_abs_diff': {'test_accuracy': 0.001}, 'num_seeds': 3,
+      'seed_epochs': 2, 'batch_size': 128, 'target_accuracy': 0.9,
+      'jax_device': 'cpu', 'torch_version': '2.13.0', 'threads': 2,
+      'cpu_count': 2}
+  result.update(overrides)
+  return result
+
+
+def test_table_shows_ratios_and_targets():
+  table = benchmark.table(_result())
+  assert '| Training throughput (img/s, batch 128) | 4,700 | 4,100 | 1.15x' in table
+  assert '| 40.0 | 41.0 | 0.98x | <= 0.4x |' in table
+  assert '0.67x | >= 1.3x |' in table
+
+
+def test_table_without_pytorch_says_so():
+  table = benchmark.table(_result(
+      torch_train_images_per_sec=None, torch_step_only_images_per_sec=None,
+      throughput_ratio=None, torch_time_to_90_s=None, time_to_90_ratio=None,
+      torch_epochs_to_90=None, torch_version=None))
+  assert '| 4,700 | n/a | n/ax |' not in table
+  assert '| 4,700 | n/a | n/a |' in table
+
+
+def test_bad_flag_is_one_line_and_leaves_nothing(tmp_path):
+  workdir = tmp_path / 'bench'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'cnn_jax.benchmark', f'--workdir={workdir}',
+       '--target=1.5'], cwd=_util.ROOT, capture_output=True, text=True,
+      timeout=300)
+  assert proc.returncode == 2
+  errors = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
+  assert errors == ['error: --target must be in (0, 1); got 1.5']
+  assert 'Traceback' not in proc.stderr
+  assert not os.path.exists(workdir)
