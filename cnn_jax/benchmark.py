@@ -9,7 +9,8 @@ Three measurements, written to WORKDIR/benchmark.json and printed as a table
 1. Training throughput, steady state after compilation: the trainer's own
    compiled step (`train.compile_train_batch`) against the seed's `convnet1`
    (`cnn_jax.torch_reference`), same batch size, same thread count, same
-   image shape, Adam at 1e-3, no augmentation.
+   image shape, Adam at 1e-3, no augmentation. Rounds alternate the two;
+   each side's median over rounds of its best timing in a round counts.
 2. Time to a test accuracy (0.9): whole processes, timed from launch to exit
    (start-up, compilation and data included). JAX runs `cnn_jax.main` with
    --fast_config; PyTorch runs the seed's recipe. Both read the test set once
@@ -30,7 +31,7 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -70,12 +71,13 @@ def _seed_recipe(config: ml_collections.ConfigDict,
   return config
 
 
-def jax_throughput(config: ml_collections.ConfigDict, steps: int,
-                   repeats: int) -> float:
-  """Training images/s of the trainer's step: best of `repeats` x `steps`.
+def jax_step_timer(config: ml_collections.ConfigDict,
+                   steps: int) -> Callable[[], float]:
+  """Compiles the trainer's step; returns a function timing `steps` of it.
 
-  Random uint8 images of Fashion-MNIST's shape, held on the device as the
-  trainer holds the real ones; one seed.
+  The function returns training images/s. Random uint8 images of
+  Fashion-MNIST's shape, held on the device as the trainer holds the real
+  ones; one seed.
   """
   devices = jax.local_device_count()
   batch = config.batch_size
@@ -107,7 +109,7 @@ def jax_throughput(config: ml_collections.ConfigDict, steps: int,
     return time.perf_counter() - t0
 
   run(min(10, steps))  # Compilation and warm-up.
-  return max(n / run(steps) for _ in range(repeats))
+  return lambda: n / run(steps)
 
 
 def _torch(*args: str) -> dict[str, Any] | None:
@@ -228,7 +230,8 @@ def table(result: dict[str, Any]) -> str:
 
 
 def run_benchmark(workdir: str, manual_dir: str, *, batch_size: int,
-                  steps: int, repeats: int, threads: int, target: float,
+                  steps: int, repeats: int, rounds: int, threads: int,
+                  target: float,
                   fast_config: str, num_seeds: int, seed_epochs: int
                   ) -> dict[str, Any]:
   """All three measurements; returns what benchmark.json holds."""
@@ -241,10 +244,22 @@ def run_benchmark(workdir: str, manual_dir: str, *, batch_size: int,
   input_pipeline.load_splits(base.data)
 
   logging.info('throughput ...')
-  jax_rate = jax_throughput(_seed_recipe(base, batch_size), steps, repeats)
-  torch_rates = _torch('throughput', f'--batch_size={batch_size}',
-                       f'--steps={steps}', f'--repeats={repeats}',
-                       f'--threads={threads}') or {}
+  # Rounds alternate the two libraries, so that a slow spell of the machine
+  # (this VM's speed drifts) does not fall on one side only.
+  jax_timer = jax_step_timer(_seed_recipe(base, batch_size), steps)
+  jax_rounds, torch_rounds = [], []
+  for _ in range(rounds):
+    jax_rounds.append(max(jax_timer() for _ in range(repeats)))
+    torch_rounds.append(_torch('throughput', f'--batch_size={batch_size}',
+                               f'--steps={steps}', f'--repeats={repeats}',
+                               f'--threads={threads}'))
+  jax_rate = float(np.median(jax_rounds))
+  torch_rates = {}
+  if torch_rounds[0] is not None:
+    torch_rates = {key: float(np.median([r[key] for r in torch_rounds]))
+                   for key in ('train_images_per_sec',
+                               'step_only_images_per_sec')}
+    torch_rates['torch_version'] = torch_rounds[0]['torch_version']
 
   logging.info('time to %.2f test accuracy ...', target)
   jax_t90 = jax_time_to_target(os.path.abspath(fast_config), manual_dir,
@@ -261,6 +276,7 @@ def run_benchmark(workdir: str, manual_dir: str, *, batch_size: int,
   torch_t = torch_t90.get('seconds') if torch_t90.get('reached') else None
   result = {
       'jax_train_images_per_sec': jax_rate,
+      'throughput_rounds': {'jax': jax_rounds, 'torch': torch_rounds},
       'torch_train_images_per_sec': torch_rates.get('train_images_per_sec'),
       'torch_step_only_images_per_sec': torch_rates.get(
           'step_only_images_per_sec'),
@@ -311,8 +327,8 @@ def main(argv: list[str]) -> None:
              f' (missing: {", ".join(missing)})')
   if not os.path.isfile(FLAGS.fast_config):
     cli.fail(f'--fast_config must be a config file; got {FLAGS.fast_config}')
-  for name in ('batch_size', 'steps', 'repeats', 'threads', 'num_seeds',
-               'seed_epochs'):
+  for name in ('batch_size', 'steps', 'repeats', 'rounds', 'threads',
+               'num_seeds', 'seed_epochs'):
     if FLAGS[name].value < 1:
       cli.fail(f'--{name} must be >= 1; got {FLAGS[name].value}')
   if not 0 < FLAGS.target < 1:
@@ -320,7 +336,8 @@ def main(argv: list[str]) -> None:
   try:
     result = run_benchmark(
         FLAGS.workdir, manual_dir, batch_size=FLAGS.batch_size,
-        steps=FLAGS.steps, repeats=FLAGS.repeats, threads=FLAGS.threads,
+        steps=FLAGS.steps, repeats=FLAGS.repeats, rounds=FLAGS.rounds,
+        threads=FLAGS.threads,
         target=FLAGS.target, fast_config=FLAGS.fast_config,
         num_seeds=FLAGS.num_seeds, seed_epochs=FLAGS.seed_epochs)
   except validation.ConfigError as e:
@@ -335,7 +352,9 @@ if __name__ == '__main__':
                       'Folder with the four Fashion-MNIST IDX .gz files.')
   flags.DEFINE_integer('batch_size', 128, 'Batch for the throughput test.')
   flags.DEFINE_integer('steps', 100, 'Steps per throughput timing.')
-  flags.DEFINE_integer('repeats', 3, 'Timings per throughput; the best counts.')
+  flags.DEFINE_integer('repeats', 3, 'Timings per round; the best counts.')
+  flags.DEFINE_integer('rounds', 3, 'Alternating JAX/PyTorch throughput '
+                       'rounds; the median of each side counts.')
   flags.DEFINE_integer('threads', 2, "PyTorch's intra-op threads.")
   flags.DEFINE_float('target', 0.9, 'Test accuracy for the time-to-target.')
   flags.DEFINE_string('fast_config', os.path.join(ROOT, 'configs', 'fast.py'),
