@@ -8,8 +8,9 @@ Three measurements, written to WORKDIR/benchmark.json and printed as a table
 
 1. Training throughput, steady state after compilation: the trainer's own
    compiled step (`train.compile_train_batch`) against the seed's `convnet1`
-   (`cnn_jax.torch_reference`), same batch size, same thread count, same
-   image shape, Adam at 1e-3, no augmentation. Rounds alternate the two;
+   (`cnn_jax.torch_reference`), same batch size, same image shape, Adam at
+   1e-3, no augmentation. XLA's CPU backend uses every core; --threads sets
+   PyTorch's to the same count (2 on the machine it was written on). Rounds alternate the two;
    each side's median over rounds of its best timing in a round counts.
 2. Time to a test accuracy (0.9): whole processes, timed from launch to exit
    (start-up, compilation and data included). JAX runs `cnn_jax.main` with
@@ -120,17 +121,27 @@ def _torch(*args: str) -> dict[str, Any] | None:
     logging.warning('PyTorch is not installed (pip install -e .[bench]); '
                     'its numbers are null')
     return None
-  out = subprocess.run([sys.executable, '-m', 'cnn_jax.torch_reference',
-                        *args], capture_output=True, text=True, cwd=ROOT,
-                       check=True)
+  out = _run([sys.executable, '-m', 'cnn_jax.torch_reference', *args])
   return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+class SubprocessError(RuntimeError):
+  """A timed subprocess failed; the message ends with its last stderr line."""
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess:
+  out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+  if out.returncode:
+    last = (out.stderr.strip().splitlines() or ['(no output)'])[-1]
+    raise SubprocessError(f'{" ".join(argv[1:3])} exited with status '
+                          f'{out.returncode}: {last}')
+  return out
 
 
 def _timed(argv: list[str]) -> float:
   """Wall seconds of a whole subprocess, launch to exit."""
   t0 = time.perf_counter()
-  subprocess.run(argv, cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
-                 stderr=subprocess.DEVNULL)
+  _run(argv)
   return time.perf_counter() - t0
 
 
@@ -222,9 +233,10 @@ def table(result: dict[str, Any]) -> str:
            'Target |', '|---|---:|---:|---:|---|']
   lines += ['| ' + ' | '.join(row) + ' |' for row in rows]
   lines.append('')
-  lines.append(f'JAX on {r["jax_device"]}; PyTorch {r["torch_version"]} on '
-               f'the CPU with {r["threads"]} threads; {r["cpu_count"]} CPU '
-               f'cores. Largest per-seed difference, vmapped vs sequential: '
+  torch = (f'PyTorch {r["torch_version"]} on the CPU with {r["threads"]} '
+           f'threads' if r['torch_version'] else 'PyTorch not installed')
+  lines.append(f'JAX on {r["jax_device"]} (XLA uses every core); {torch}; '
+               f'{r["cpu_count"]} CPU cores. Largest per-seed difference, vmapped vs sequential: '
                f'{json.dumps(r["vmap_seeds_max_abs_diff"])}.')
   return '\n'.join(lines) + '\n'
 
@@ -236,10 +248,12 @@ def run_benchmark(workdir: str, manual_dir: str, *, batch_size: int,
                   ) -> dict[str, Any]:
   """All three measurements; returns what benchmark.json holds."""
   from configs import default  # pylint: disable=g-import-not-at-top
-  os.makedirs(workdir, exist_ok=True)
+  workdir = os.path.abspath(workdir)
   base = default.get_config()
   base.data.manual_dir = manual_dir
   validation.check_config(base)
+  validation.check_config(_seed_recipe(base, batch_size))
+  os.makedirs(workdir, exist_ok=True)
   # Prepared once, untimed, as TFDS prepares a dataset once per machine.
   input_pipeline.load_splits(base.data)
 
@@ -340,7 +354,7 @@ def main(argv: list[str]) -> None:
         threads=FLAGS.threads,
         target=FLAGS.target, fast_config=FLAGS.fast_config,
         num_seeds=FLAGS.num_seeds, seed_epochs=FLAGS.seed_epochs)
-  except validation.ConfigError as e:
+  except (validation.ConfigError, SubprocessError) as e:
     cli.fail(str(e))
   print(table(result))
 

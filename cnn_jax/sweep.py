@@ -91,7 +91,8 @@ def seed_groups(configs: dict[str, ml_collections.ConfigDict],
   groups: dict[str, list[str]] = {}
   order = []
   for name, config in configs.items():
-    if status[name] != 'todo':
+    # With a target accuracy each run stops at its own epoch: no grouping.
+    if status[name] != 'todo' or config.target_test_accuracy:
       key = name
     else:
       rest = config.to_dict()

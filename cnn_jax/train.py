@@ -259,8 +259,8 @@ def _restore(manager: ocp.CheckpointManager, state: TrainState) -> dict:
            'best': {'params': state.params, 'batch_stats': state.batch_stats},
            'meta': {'epoch': 0, 'best_val_accuracy': -1.0,
                     'best_val_epoch': 0, 'wall_time_s': 0.0,
-                    'images_per_sec': [], 'target_epoch': None,
-                    'time_to_target_s': None}}
+                    'images_per_sec': [], 'target': 0.0,
+                    'target_epoch': None, 'time_to_target_s': None}}
   if manager.latest_step() is None:
     return fresh
   restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
@@ -292,7 +292,9 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
   own initialization, shuffling and augmentation from its seed, exactly as
   `train_and_evaluate` with `config.seed = seed` would. Each run keeps its
   own workdir (checkpoints, metrics.jsonl, summary.json) and resumes from
-  it; the runs must stand at the same epoch.
+  it; the runs must stand at the same epoch. With
+  `config.target_test_accuracy` set it takes one seed only, since each run
+  stops at its own epoch.
 
   Args:
     config: hyperparameters shared by the runs; `config.seed` is ignored.
@@ -305,6 +307,10 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
   start_time = time.time()
   if len(seeds) != len(workdirs) or not seeds:
     raise ValueError('train_seeds needs one workdir per seed')
+  if config.target_test_accuracy and len(seeds) > 1:
+    # Each run would stop at its own epoch; one program cannot.
+    raise ValueError('train_seeds trains one seed at a time when '
+                     'config.target_test_accuracy is set')
   configs = []
   for seed in seeds:
     run_config = ml_collections.ConfigDict(config.to_dict())
@@ -345,6 +351,11 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
                      f'{[m["epoch"] for m in metas]}')
   if metas[0]['epoch']:
     logging.info('resumed after epoch %d', metas[0]['epoch'])
+  target = config.target_test_accuracy
+  for meta in metas:
+    if meta['target'] != target:
+      # An epoch that reached another target says nothing about this one.
+      meta.update(target=target, target_epoch=None, time_to_target_s=None)
   best = [r['best'] for r in runs]
   # Wall time spent by earlier, interrupted invocations of these runs.
   earlier_wall_time = metas[0]['wall_time_s']
@@ -376,7 +387,6 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
              'loss': float(totals['loss'][k] / totals['count'][k])}
             for k in range(num_seeds)]
 
-  target = config.target_test_accuracy
   # --- Train loop -----------------------------------------------------------
   state = jax_utils.replicate(stack([r['state'] for r in runs]))
   epoch = metas[0]['epoch']
@@ -403,13 +413,16 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
     # The test split is read here only to stop at a target; selection
     # still uses validation alone.
     test = evaluate(variables, 'test') if target else [None] * num_seeds
-    for k in range(num_seeds):
-      meta = metas[k]
-      losses = np.array([m['loss'][0, k] for m in step_metrics])
-      train_loss = float(np.mean(losses))
+    train_losses = [float(np.mean([m['loss'][0, k] for m in step_metrics]))
+                    for k in range(num_seeds)]
+    # Checked for every seed before any writes, so the runs stay in step.
+    for k, train_loss in enumerate(train_losses):
       if not math.isfinite(train_loss):
         raise FloatingPointError(
             f'non-finite train loss at epoch {epoch} (seed {seeds[k]})')
+    for k in range(num_seeds):
+      meta = metas[k]
+      train_loss = train_losses[k]
       if val[k]['accuracy'] > meta['best_val_accuracy']:
         best[k] = variables[k]
         meta.update(best_val_accuracy=val[k]['accuracy'], best_val_epoch=epoch)

@@ -49,6 +49,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     _require(name in table, f'model.{field}', f'one of {", ".join(table)}',
              name)
   model = config.model
+  _require(model.kernel_size >= 1 and model.kernel_size % 2 == 1,
+           'model.kernel_size', 'an odd number >= 1 (padding keeps the size)',
+           model.kernel_size)
   _require(model.pool_window >= 1, 'model.pool_window', '>= 1',
            model.pool_window)
   _require(model.pool_stride >= 1, 'model.pool_stride', '>= 1',

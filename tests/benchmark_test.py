@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from configs import default
 from cnn_jax import benchmark
 import _util
@@ -20,7 +22,14 @@ def test_seed_recipe_is_plain_adam_without_augmentation():
 def test_jax_step_timer_times_the_trainer_step():
   config = benchmark._seed_recipe(default.get_config(), batch_size=8)
   timer = benchmark.jax_step_timer(config, steps=3)
-  assert timer() > 0 and timer() > 0
+  rate = timer()
+  # 3 steps of 8 images: a rate, not a count of steps or seconds.
+  assert 10 < rate < 1e6, rate
+
+
+def test_failed_subprocess_names_its_reason():
+  with pytest.raises(benchmark.SubprocessError, match='No module named'):
+    benchmark._run([sys.executable, '-m', 'cnn_jax.no_such_module'])
 
 
 def _result(**overrides):
@@ -53,6 +62,7 @@ def test_table_without_pytorch_says_so():
       torch_epochs_to_90=None, torch_version=None))
   assert '| 4,700 | n/a | n/ax |' not in table
   assert '| 4,700 | n/a | n/a |' in table
+  assert 'PyTorch not installed' in table and 'None' not in table
 
 
 def test_bad_flag_is_one_line_and_leaves_nothing(tmp_path):

@@ -36,6 +36,7 @@ def test_default_passes_the_checks():
     ('model.pool_sigma', 0.0, 'config.model.pool_sigma must be > 0'),
     ('data.manual_dir', '/nonexistent', 'config.data.manual_dir must be'),
     ('target_test_accuracy', 1.5, 'config.target_test_accuracy must be in'),
+    ('model.kernel_size', 4, 'config.model.kernel_size must be an odd number'),
 ])
 def test_each_bad_value_names_its_field(field, value, words):
   assert jax.local_device_count() == 2

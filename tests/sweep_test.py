@@ -124,6 +124,13 @@ def test_points_differing_only_in_seed_train_together():
   assert sweep.seed_groups(configs, status) == [
       ['activation=relu,pooling=max,seed=0', 'activation=relu,pooling=max,seed=1'],
       ['activation=tanh,pooling=max,seed=0', 'activation=tanh,pooling=max,seed=1']]
+  # With a target accuracy every run stops at its own epoch: none grouped.
+  targeted = {n: sweep.point_config(base, p) for n, p in zip(
+      configs, sweep.points(SWEEP['axes']))}
+  for config in targeted.values():
+    config.unlock()
+    config.target_test_accuracy = 0.5
+  assert all(len(g) == 1 for g in sweep.seed_groups(targeted, status))
   # A started point resumes alone.
   status['activation=tanh,pooling=max,seed=1'] = 'partial'
   assert sweep.seed_groups(configs, status)[1:] == [

@@ -233,6 +233,14 @@ def test_seeds_in_one_program_match_runs_one_by_one(tmp_path):
   assert abs(together[0]['test_loss'] - together[1]['test_loss']) > 1e-2
 
 
+def test_seeds_with_a_target_accuracy_are_refused(tmp_path):
+  config = _util.tiny_config()
+  config.target_test_accuracy = 0.5
+  with pytest.raises(ValueError, match='one seed at a time'):
+    train.train_seeds(config, [0, 1], [str(tmp_path / 'a'),
+                                       str(tmp_path / 'b')])
+
+
 def test_seeds_at_different_epochs_are_refused(tmp_path):
   config = _util.tiny_config()
   _run(config, str(tmp_path / 'a'))
@@ -254,6 +262,11 @@ def test_target_accuracy_stops_early_and_is_recorded(tmp_path):
   # A finished run that reached its target is not trained further.
   again = _run(config, str(tmp_path / 'reached'))
   assert again['epochs_completed'] == 1
+  # Resumed with a target it has not reached, it trains on.
+  config.target_test_accuracy = 1.0
+  higher = _run(config, str(tmp_path / 'reached'))
+  assert higher['target_epoch'] is None
+  assert higher['epochs_completed'] == 3
 
   config.target_test_accuracy = 1.0
   summary = _run(config, str(tmp_path / 'missed'))
