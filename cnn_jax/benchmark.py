@@ -26,6 +26,7 @@ Without it, the PyTorch numbers are null. On a GPU the same command measures
 JAX there; the PyTorch side stays on the CPU, as the table says.
 """
 
+import importlib.util
 import json
 import os
 import shutil
@@ -241,15 +242,23 @@ def table(result: dict[str, Any]) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def _default_config() -> ml_collections.ConfigDict:
+  """configs/default.py of this checkout, whatever the working directory."""
+  spec = importlib.util.spec_from_file_location(
+      'default_config', os.path.join(ROOT, 'configs', 'default.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
 def run_benchmark(workdir: str, manual_dir: str, *, batch_size: int,
                   steps: int, repeats: int, rounds: int, threads: int,
                   target: float,
                   fast_config: str, num_seeds: int, seed_epochs: int
                   ) -> dict[str, Any]:
   """All three measurements; returns what benchmark.json holds."""
-  from configs import default  # pylint: disable=g-import-not-at-top
   workdir = os.path.abspath(workdir)
-  base = default.get_config()
+  base = _default_config()
   base.data.manual_dir = manual_dir
   validation.check_config(base)
   validation.check_config(_seed_recipe(base, batch_size))

@@ -76,3 +76,8 @@ def test_bad_flag_is_one_line_and_leaves_nothing(tmp_path):
   assert errors == ['error: --target must be in (0, 1); got 1.5']
   assert 'Traceback' not in proc.stderr
   assert not os.path.exists(workdir)
+
+
+def test_default_config_is_found_from_any_directory(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert benchmark._default_config().to_dict() == default.get_config().to_dict()
