@@ -26,6 +26,7 @@ Without it, the PyTorch numbers are null. On a GPU the same command measures
 JAX there; the PyTorch side stays on the CPU, as the table says.
 """
 
+import copy
 import importlib.util
 import json
 import os
@@ -35,12 +36,9 @@ import sys
 import time
 from typing import Any, Callable
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-
 from absl import app
 from absl import flags
 from absl import logging
-from flax import jax_utils
 import jax
 import ml_collections
 import numpy as np
@@ -48,6 +46,8 @@ import numpy as np
 from cnn_jax import cli
 from cnn_jax import input_pipeline
 from cnn_jax import models
+from cnn_jax import parallel
+from cnn_jax import records
 from cnn_jax import train
 from cnn_jax import validation
 
@@ -62,7 +62,7 @@ TARGETS = {'throughput_ratio': ('>=', 1.5), 'time_to_90_ratio': ('<=', 0.4),
 def _seed_recipe(config: ml_collections.ConfigDict,
                  batch_size: int) -> ml_collections.ConfigDict:
   """The seed's training recipe: Adam 1e-3, no decay, no augmentation."""
-  config = ml_collections.ConfigDict(config.to_dict())
+  config = copy.deepcopy(config)
   config.batch_size = batch_size
   config.learning_rate = 1e-3
   config.lr_schedule = 'constant'
@@ -81,7 +81,7 @@ def jax_step_timer(config: ml_collections.ConfigDict,
   Fashion-MNIST's shape, held on the device as the trainer holds the real
   ones; one seed.
   """
-  devices = jax.local_device_count()
+  par = parallel.create(config.parallelism)
   batch = config.batch_size
   n = batch * steps
   rng = np.random.default_rng(0)
@@ -91,22 +91,22 @@ def jax_step_timer(config: ml_collections.ConfigDict,
   model = models.create_model(config.model)
   state = jax.device_get(train.create_train_state(
       jax.random.key(0), model, train.create_optimizer(config, steps)))
-  state = jax_utils.replicate(train.stack([state]))
-  # [devices, seeds=1, steps, batch // devices], device d takes column d.
-  indices = np.arange(n, dtype=np.int32).reshape(steps, devices, -1)
-  epoch = {'indices': indices.transpose(1, 0, 2)[:, None],
-           'rng': jax_utils.replicate(jax.random.split(jax.random.key(0), 1))}
-  epoch = dict(epoch, indices=train.to_devices(epoch['indices']))
-  step_ids = [train.to_devices(np.full((devices,), t, np.int32))
-              for t in range(steps)]
-  p_step = train.compile_train_batch(config)
-  data = jax_utils.replicate(data)
+  state = par.replicate(train.stack([state]))
+  # [devices, seeds=1, steps, batch // devices]: step t's batch is the
+  # examples t * batch ... (t + 1) * batch - 1, in order.
+  indices = np.arange(n, dtype=np.int32).reshape(steps, par.num_devices, -1)
+  indices = par.shard(indices.transpose(1, 0, 2)[:, None])
+  key = par.replicate(jax.random.key_data(jax.random.split(jax.random.key(0),
+                                                          1)))
+  step_ids = [par.replicate(np.int32(t)) for t in range(steps)]
+  p_step = train.compile_train_batch(config, par)
+  data = par.replicate(data)
 
   def run(count: int) -> float:
     nonlocal state
     t0 = time.perf_counter()
     for step_id in step_ids[:count]:
-      state, metrics = p_step(state, data, epoch, step_id)
+      state, metrics = p_step(state, data, key, indices, step_id)
     jax.block_until_ready(metrics)
     return time.perf_counter() - t0
 
@@ -185,7 +185,7 @@ def seeds_in_one_program(config: ml_collections.ConfigDict, num_seeds: int,
   t0 = time.perf_counter()
   apart = []
   for s in seeds:
-    run_config = ml_collections.ConfigDict(config.to_dict())
+    run_config = copy.deepcopy(config)
     run_config.seed = s
     apart.append(train.train_and_evaluate(
         run_config, os.path.join(workdir, f'sequential/seed={s}')))
@@ -290,7 +290,7 @@ def run_benchmark(workdir: str, manual_dir: str, *, batch_size: int,
   torch_t90 = torch_time_to_target(manual_dir, target, threads) or {}
 
   logging.info('%d seeds in one program ...', num_seeds)
-  seed_config = ml_collections.ConfigDict(base.to_dict())
+  seed_config = copy.deepcopy(base)
   seed_config.num_epochs = seed_epochs
   seeds = seeds_in_one_program(seed_config, num_seeds,
                                os.path.join(workdir, 'seeds'))
@@ -325,15 +325,14 @@ def run_benchmark(workdir: str, manual_dir: str, *, batch_size: int,
       'jax_devices': jax.local_device_count(),
       'torch_version': torch_rates.get('torch_version'),
       'xla_flags': os.environ.get('XLA_FLAGS', ''),
-      'versions': train._versions(),  # pylint: disable=protected-access
-      'git_commit': train._git_commit(),  # pylint: disable=protected-access
+      'versions': records.versions(),
+      'git_commit': records.git_commit(),
   }
   result['targets_met'] = {
       key: (None if result[key] is None else
             (result[key] >= bar if op == '>=' else result[key] <= bar))
       for key, (op, bar) in TARGETS.items()}
-  with open(os.path.join(workdir, 'benchmark.json'), 'w') as f:
-    json.dump(result, f, indent=2, sort_keys=True)
+  records.write_json(os.path.join(workdir, 'benchmark.json'), result)
   with open(os.path.join(workdir, 'benchmark.md'), 'w') as f:
     f.write(table(result))
   return result
@@ -342,7 +341,7 @@ def run_benchmark(workdir: str, manual_dir: str, *, batch_size: int,
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
-  cli.quiet_library_logs()
+  cli.start()
   manual_dir = os.path.abspath(FLAGS.manual_dir)
   missing = input_pipeline.missing_manual_files(manual_dir)
   if missing:
@@ -369,7 +368,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  cli.define_flags(config=False)
+  cli.define_flags(config=False, distributed=False)
   flags.DEFINE_string('manual_dir', os.path.join(
       ROOT, '..', 'shared', 'data', 'fashion_mnist'),
                       'Folder with the four Fashion-MNIST IDX .gz files.')

@@ -5,6 +5,7 @@ moved to the accelerator; each epoch then only draws a permutation of
 indices on the device, leaving the host nothing to do per step.
 """
 
+import functools
 import os
 
 import jax
@@ -12,6 +13,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
+
+from cnn_jax import parallel
 
 # The files TFDS's fashion_mnist builder downloads, hence the ones manual_dir needs.
 MANUAL_FILES = (
@@ -57,8 +60,17 @@ def load_splits(data_config: ml_collections.ConfigDict) -> dict[str, Split]:
   """
   builder = tfds.builder(data_config.dataset,
                          data_dir=data_config.data_dir or None)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=data_config.manual_dir or None))
+  prepare = functools.partial(
+      builder.download_and_prepare,
+      download_config=tfds.download.DownloadConfig(
+          manual_dir=data_config.manual_dir or None))
+  # Process 0 prepares first: where the processes share the folder, the
+  # others then find it ready instead of writing it at the same time.
+  if parallel.is_main_process():
+    prepare()
+  parallel.sync('dataset prepared')
+  if not parallel.is_main_process():
+    prepare()
   n_val = data_config.num_validation_examples
   splits = {
       'train': _read(builder, f'train[:-{n_val}]'),

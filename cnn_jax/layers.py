@@ -3,26 +3,16 @@
 Each has the same parameters, variables, initializers and numbers as
 `flax.linen.Conv(features, (k, k), padding='SAME')` or `flax.linen.BatchNorm`
 (tests/layers_test.py checks them to float tolerance), so checkpoints and
-results carry over. Measured on the seed's train step at batch 128 (2-core
-x86-64, jax 0.10.2, /tmp scripts not kept; `python -m cnn_jax.benchmark`
-gives the end result):
+results carry over.
 
-- Conv: XLA's CPU convolution of a one-channel
-image ran at about 16 GFLOP/s (5.1 ms for conv1's forward pass at batch 128,
-2-core x86-64, jax 0.10.2). Written as 25 shifted copies of the image times
-a [25, features] matrix it took 2.2 ms, and the whole train step ran about
-10% faster (4,300 -> 4,740 images/s). Its gradients stay XLA's own
-convolution gradients, which were fast.
-- BatchNorm: the same formulas as Flax's (fast variance, running averages,
-  statistics averaged over `axis_name`), written directly; XLA fused the
-  result better, and the step ran about 8% faster (4,390 -> 4,740 images/s,
-  three alternating runs each). We did not find which of Flax's general
-  paths (masking, dtype promotion, feature-axis reshapes) made the difference.
+- Conv: a one-channel input (conv1) is 25 shifted copies of the image times
+  a [25, features] matrix, which XLA's CPU backend runs faster than its own
+  one-channel convolution; the gradients stay XLA's convolution gradients.
+- BatchNorm: Flax's formulas (fast variance, running averages, statistics
+  averaged over `axis_name`), written directly, which XLA fused better.
 
-Tried and dropped: the same sum as 25 scaled copies added elementwise
-(0.8 ms alone, but XLA fused it into each of its consumers and recomputed it
-there, making the step 1.6x slower), and BatchNorm statistics as
-matrix-vector products (faster alone, slower in the step).
+The measurements behind both, and what was tried and dropped, are in the
+README (Speed).
 """
 
 import flax.linen as nn
@@ -56,8 +46,8 @@ def _one_channel_conv_fwd(x, kernel):
 
 
 def _one_channel_conv_bwd(residuals, grad):
-  # XLA's own kernel gradient (1.0 ms) beats autodiff of the product above,
-  # which contracts the 25 copies with the gradient (2.7 ms).
+  # XLA's own kernel gradient was faster than autodiff of the product above,
+  # which contracts the 25 copies with the gradient (README, Speed).
   _, vjp = jax.vjp(_xla_conv, *residuals)
   return vjp(grad)
 

@@ -1,12 +1,10 @@
 """Entry point: `python -m cnn_jax.main --config=configs/default.py --workdir=DIR`.
 
+Over several processes (hosts), each runs the same command with
+`--coordinator_address=HOST:PORT --num_processes=N --process_id=I`.
+
 Kept short on purpose: flags in, `train.train_and_evaluate` does the work.
 """
-
-import os
-
-# Before TensorFlow (imported by TFDS) loads: keep its C++ INFO lines quiet.
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app
 from absl import logging
@@ -20,8 +18,9 @@ from cnn_jax import validation
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
-  cli.quiet_library_logs()
-  logging.info('JAX devices: %s', jax.local_devices())
+  cli.start()
+  logging.info('JAX devices: %s (process %d of %d)', jax.devices(),
+               jax.process_index(), jax.process_count())
   try:
     train.train_and_evaluate(cli.FLAGS.config, cli.FLAGS.workdir)
   except validation.ConfigError as e:

@@ -3,9 +3,8 @@
 Every pool here is a reduction over the same window view, so all of them share
 one output-size rule, the seed's floor((W - F + 2P) / S) + 1. The view is a
 reshape (non-overlapping windows) or strided slices (overlapping ones); both
-keep the backward pass cheap. The gradient of `flax.linen.max_pool` lowers to
-XLA's select-and-scatter, which is slow on CPU: with it, a whole train step of
-the seed's model was about 2.4x slower here (2-core x86-64, jax 0.10.2).
+keep the backward pass cheap, where `flax.linen.max_pool`'s gradient lowers
+to XLA's select-and-scatter, slow on CPU (README, "Pooling as a window view").
 """
 
 import jax.numpy as jnp

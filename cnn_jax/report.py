@@ -187,7 +187,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  cli.define_flags(config=False)
+  cli.define_flags(config=False, distributed=False)
   flags.DEFINE_enum('format', 'markdown', ['markdown', 'latex', 'csv'],
                     'Table format printed (all three are written).')
   app.run(main, flags_parser=cli.parse_flags)

@@ -12,6 +12,8 @@ here: points that differ only in seed are one `train.train_seeds` call
 vmapped program was slower than the runs one by one (README, benchmark).
 """
 
+import copy
+import difflib
 import importlib.util
 import itertools
 import json
@@ -21,8 +23,6 @@ import time
 import traceback
 from typing import Any
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-
 from absl import app
 from absl import flags
 from absl import logging
@@ -31,6 +31,8 @@ import ml_collections
 from ml_collections import config_flags
 
 from cnn_jax import cli
+from cnn_jax import parallel
+from cnn_jax import records
 from cnn_jax import train
 from cnn_jax import validation
 
@@ -61,16 +63,37 @@ def point_name(point: dict[str, Any]) -> str:
                   for field, value in point.items())
 
 
+def _field_names(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
+  names = []
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      names += _field_names(value, f'{prefix}{key}.')
+    else:
+      names.append(prefix + key)
+  return names
+
+
 def point_config(base: ml_collections.ConfigDict,
                  point: dict[str, Any]) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict(base.to_dict())
-  for field, value in point.items():
-    *parents, leaf = field.split('.')
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  """The base config with the point's values, locked: no field can be added.
+
+  A misspelt axis would otherwise add a field nothing reads, and train the
+  base value under the misspelt name.
+  """
+  config = copy.deepcopy(base)
   config.lock()
+  for field, value in point.items():
+    try:
+      config.update_from_flattened_dict({field: value})
+    except (KeyError, AttributeError):
+      close = difflib.get_close_matches(field, _field_names(base), n=1)
+      hint = f' (did you mean {close[0]}?)' if close else ''
+      raise validation.ConfigError(
+          f'sweep axis {field} is not a config field{hint}') from None
+    except TypeError:
+      raise validation.ConfigError(
+          f'sweep axis {field}: {value!r} has the wrong type for that '
+          f'field') from None
   return config
 
 
@@ -136,9 +159,13 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
       print(f'{status[n]:8s} {n}')
     return status
 
+  # Every process reads the points' status before any of them writes.
+  parallel.sync('sweep status read')
+  writes = parallel.is_main_process()
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, SWEEP_FILE), 'w') as f:
-    json.dump(dict(sweep, points=listing), f, indent=2)
+  if writes:
+    records.write_json(os.path.join(workdir, SWEEP_FILE),
+                       dict(sweep, points=listing))
   pending = [n for n in names if status[n] != 'done']
   groups = (seed_groups({n: configs[n] for n in pending}, status)
             if vmap_seeds else [[n] for n in pending])
@@ -152,15 +179,16 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
       for name in group:
         status[name] = 'done'
         error_file = os.path.join(workdir, name, FAILED_FILE)
-        if os.path.exists(error_file):
+        if writes and os.path.exists(error_file):
           os.remove(error_file)
     except Exception:  # pylint: disable=broad-except
       # One failed point must not stop the others; the report shows it.
       for name in group:
         status[name] = 'failed'
-        os.makedirs(os.path.join(workdir, name), exist_ok=True)
-        with open(os.path.join(workdir, name, FAILED_FILE), 'w') as f:
-          f.write(traceback.format_exc())
+        if writes:
+          os.makedirs(os.path.join(workdir, name), exist_ok=True)
+          with open(os.path.join(workdir, name, FAILED_FILE), 'w') as f:
+            f.write(traceback.format_exc())
       logging.error('points %s failed; see %s', ', '.join(group), FAILED_FILE)
     ran_seconds += time.time() - t0
     ran += len(group)
@@ -174,9 +202,9 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
-  cli.quiet_library_logs()
-  sweep = load_sweep(config_flags.get_config_filename(FLAGS['config']))
+  cli.start()
   try:
+    sweep = load_sweep(config_flags.get_config_filename(FLAGS['config']))
     vmap_seeds = (jax.default_backend() != 'cpu' if FLAGS.vmap_seeds == 'auto'
                   else FLAGS.vmap_seeds == 'true')
     status = run_sweep(FLAGS.config, sweep, FLAGS.workdir, FLAGS.dry_run,

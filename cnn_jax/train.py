@@ -1,21 +1,18 @@
-"""Training and evaluation: pure pmapped steps, an epoch loop, checkpoints.
+"""Training and evaluation: pure per-device steps and the loop that runs them.
 
-Phases of `train_and_evaluate`, in order: check the config, input pipeline,
-model and optimizer, restore, train loop (one compiled program per epoch),
-final test evaluation, summary.
+`train_seeds` reads straight down: check the configs, input pipeline, model
+and optimizer, open the runs (resuming each from its folder), compile the
+steps, train loop, test. Where the steps run is `parallel`'s concern, what
+each run keeps and writes is `run`'s.
 """
 
+import copy
 import functools
-import json
 import math
-import os
-import subprocess
 import time
 from typing import Any, Callable, Sequence
 
 from absl import logging
-import flax
-from flax import jax_utils
 from flax.training import train_state
 import jax
 from jax import lax
@@ -23,14 +20,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
-import tensorflow_datasets as tfds
 
 from cnn_jax import input_pipeline
 from cnn_jax import models
+from cnn_jax import parallel
+from cnn_jax import run as run_lib
 from cnn_jax import validation
 
-AXIS = 'batch'
+AXIS = parallel.AXIS
+REPLICATED, SHARDED = parallel.REPLICATED, parallel.SHARDED
 
 
 class TrainState(train_state.TrainState):
@@ -89,8 +87,9 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
                ) -> tuple[TrainState, dict[str, jnp.ndarray]]:
   """One Adam step on a device's share of the global batch.
 
-  Must run under a map with axis AXIS: gradients and BatchNorm statistics are
-  averaged over it, so any device count gives the single-device update.
+  Runs on each device under a map with axis AXIS (`parallel`): gradients
+  and BatchNorm statistics are averaged over it, so any device count gives
+  the single-device update.
   """
 
   def loss_fn(params):
@@ -122,52 +121,48 @@ def eval_step(state: TrainState, batch: dict[str, jnp.ndarray]
   return {'loss': loss.sum(), 'correct': correct.sum(), 'count': mask.sum()}
 
 
+
+def epoch_plan(seed_key: jax.Array, epoch: jnp.ndarray, *, num_examples: int,
+               batch_size: int, num_devices: int
+               ) -> tuple[jax.Array, jnp.ndarray]:
+  """The epoch's key and this device's example indices [steps, batch // devices].
+
+  Every device draws the same permutation from the run's key and the epoch
+  number, and takes its own slice of each global batch.
+  """
+  key = jax.random.fold_in(jax.random.wrap_key_data(seed_key), epoch)
+  indices = input_pipeline.device_batch_indices(
+      key, num_examples, batch_size, num_devices, lax.axis_index(AXIS))
+  return key, indices
+
+
 def train_batch(state: TrainState, data: dict[str, jnp.ndarray],
-                epoch: dict[str, jax.Array], step: jnp.ndarray, *,
+                key: jax.Array, indices: jnp.ndarray, step: jnp.ndarray, *,
                 augment: Callable[[jax.Array, jnp.ndarray], jnp.ndarray],
                 label_smoothing: float = 0.0
                 ) -> tuple[TrainState, dict[str, jnp.ndarray]]:
   """Gathers and augments batch `step` of the epoch on the device, then trains.
 
   Args:
-    state: the replica's TrainState.
+    state: the TrainState.
     data: the whole training split, {'image': uint8, 'label': int32}.
-    epoch: {'indices': [steps, batch // devices], 'rng': the epoch's key}.
+    key: the epoch's key (`epoch_plan`).
+    indices: this device's indices for the epoch (`epoch_plan`).
     step: which of the epoch's batches to take.
     augment: (key, one float image) -> image.
     label_smoothing: passed to train_step.
-
-  The epoch is a Python loop over this function, not one `lax.scan`: on XLA's
-  CPU runtime the same step inside a scan ran about 15x slower (2-core
-  x86-64, jax 0.10.2).
   """
-  idx = epoch['indices'][step]
+  idx = indices[step]
   # One key per example index: augmentation does not depend on the device count.
-  keys = jax.vmap(jax.random.fold_in, (None, 0))(epoch['rng'], idx)
+  keys = jax.vmap(jax.random.fold_in, (None, 0))(key, idx)
   images = jax.vmap(augment)(keys, input_pipeline.normalize(data['image'][idx]))
   batch = {'image': images, 'label': data['label'][idx]}
   return train_step(state, batch, label_smoothing=label_smoothing)
 
 
-def compile_train_batch(config: ml_collections.ConfigDict) -> Callable:
-  """`train_batch` mapped over devices (pmap) and, inside each, over seeds.
-
-  Takes (state [devices, seeds, ...], data [devices, ...], epoch [devices,
-  seeds, ...], step [devices]): the data and the step number are shared by
-  the seeds. The state's buffers are donated to the new state.
-  """
-  augment = functools.partial(input_pipeline.augment,
-                              flip=config.data.random_flip,
-                              shift=config.data.random_shift)
-  step = functools.partial(train_batch, augment=augment,
-                           label_smoothing=config.label_smoothing)
-  return jax.pmap(jax.vmap(step, in_axes=(0, None, 0, None)),
-                  axis_name=AXIS, donate_argnums=(0,))
-
-
 def evaluate_split(state: TrainState, split: dict[str, jnp.ndarray]
                    ) -> dict[str, jnp.ndarray]:
-  """Totals of eval_step over a split laid out by shard_for_eval."""
+  """Totals of eval_step over this device's rows of a split (shard_for_eval)."""
 
   def body(totals, batch):
     batch = dict(batch, image=input_pipeline.normalize(batch['image']))
@@ -179,52 +174,45 @@ def evaluate_split(state: TrainState, split: dict[str, jnp.ndarray]
   return lax.psum(totals, axis_name=AXIS)
 
 
-def _epoch_indices(rng: jax.Array, *, num_examples: int, batch_size: int,
-                   num_devices: int) -> jnp.ndarray:
-  return input_pipeline.device_batch_indices(
-      rng, num_examples, batch_size, num_devices, lax.axis_index(AXIS))
+# Each step below is vmapped over a leading seed axis of the state (and of
+# the keys), then mapped over the devices; data and step numbers are shared.
+
+def compile_train_batch(config: ml_collections.ConfigDict,
+                        par: parallel.Parallelism) -> Callable:
+  """(state, data, key, indices, step) -> (state, metrics); donates the state."""
+  augment = functools.partial(input_pipeline.augment,
+                              flip=config.data.random_flip,
+                              shift=config.data.random_shift)
+  step = functools.partial(train_batch, augment=augment,
+                           label_smoothing=config.label_smoothing)
+  return par.map(jax.vmap(step, in_axes=(0, None, 0, 0, None)),
+                 (REPLICATED, REPLICATED, REPLICATED, SHARDED, REPLICATED),
+                 (REPLICATED, REPLICATED), donate_argnums=(0,))
 
 
-def to_devices(tree: Any) -> Any:
-  """Puts host arrays with a leading device axis onto the local devices."""
-  mesh = jax.sharding.Mesh(np.array(jax.local_devices()), (AXIS,))
-  sharding = jax.NamedSharding(mesh, jax.P(AXIS))
-  return jax.device_put(tree, sharding)
+def compile_epoch_plan(par: parallel.Parallelism, num_examples: int,
+                       batch_size: int) -> Callable:
+  """(seed keys, epoch) -> (epoch keys, indices)."""
+  plan = functools.partial(epoch_plan, num_examples=num_examples,
+                           batch_size=batch_size, num_devices=par.num_devices)
+  return par.map(jax.vmap(plan, in_axes=(0, None)), (REPLICATED, REPLICATED),
+                 (REPLICATED, SHARDED))
 
 
-def _versions() -> dict[str, str]:
-  return {'jax': jax.__version__, 'jaxlib': jax.lib.__version__,
-          'flax': flax.__version__, 'optax': optax.__version__,
-          'tfds': tfds.__version__, 'orbax': ocp.__version__}
+def compile_evaluate(par: parallel.Parallelism) -> Callable:
+  """(state, split) -> each seed's {'loss', 'correct', 'count'} totals."""
+  return par.map(jax.vmap(evaluate_split, in_axes=(0, None)),
+                 (REPLICATED, SHARDED), REPLICATED)
 
 
-def _git_commit() -> str | None:
-  """This checkout's commit, '-dirty' if it has uncommitted changes.
-
-  So that a summary names the code that made it; None outside a checkout.
-  """
-  try:
-    out = subprocess.run(['git', 'describe', '--always', '--dirty',
-                          '--abbrev=40'], capture_output=True,
-                         text=True, timeout=10,
-                         cwd=os.path.dirname(os.path.abspath(__file__)))
-  except (OSError, subprocess.SubprocessError):
-    return None
-  return out.stdout.strip() if out.returncode == 0 else None
+def stack(trees: Sequence[Any]) -> Any:
+  """Per-seed pytrees -> one pytree with a leading seed axis."""
+  return jax.tree.map(lambda *xs: np.stack(xs), *trees)
 
 
-def _write_json(path: str, obj: Any) -> None:
-  """Writes through a temporary name so a reader never sees half a file."""
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
-
-
-def _checkpoint_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), 'checkpoints'),
-      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+def unstack(tree: Any, k: int) -> Any:
+  """Seed k of a pytree with a leading seed axis."""
+  return jax.tree.map(lambda x: x[k], tree)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -243,58 +231,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   return train_seeds(config, [config.seed], [workdir])[0]
 
 
-def stack(trees: Sequence[Any]) -> Any:
-  """Per-seed pytrees -> one pytree with a leading seed axis."""
-  return jax.tree.map(lambda *xs: np.stack(xs), *trees)
-
-
-def unstack(tree: Any, k: int) -> Any:
-  """Seed k of a pytree with a leading seed axis."""
-  return jax.tree.map(lambda x: x[k], tree)
-
-
-def _restore(manager: ocp.CheckpointManager, state: TrainState) -> dict:
-  """This run's latest checkpoint, or a fresh start when it has none."""
-  fresh = {'state': state,
-           'best': {'params': state.params, 'batch_stats': state.batch_stats},
-           'meta': {'epoch': 0, 'best_val_accuracy': -1.0,
-                    'best_val_epoch': 0, 'wall_time_s': 0.0,
-                    'images_per_sec': [], 'target': 0.0,
-                    'target_epoch': None, 'time_to_target_s': None}}
-  if manager.latest_step() is None:
-    return fresh
-  restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(state),
-      best=ocp.args.StandardRestore(fresh['best']),
-      meta=ocp.args.JsonRestore()))
-  return {'state': restored.state, 'best': restored.best,
-          'meta': dict(fresh['meta'], **restored.meta)}
-
-
-def _read_history(workdir: str, last_epoch: int) -> list[dict[str, Any]]:
-  """metrics.jsonl up to the checkpoint being resumed; later lines are dropped."""
-  path = os.path.join(workdir, 'metrics.jsonl')
-  history = []
-  if os.path.exists(path):
-    with open(path) as f:
-      history = [json.loads(line) for line in f if line.strip()]
-  history = [h for h in history if h['epoch'] <= last_epoch]
-  _write_json_lines(path, history)
-  return history
-
-
 def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
                 workdirs: Sequence[str]) -> list[dict[str, Any]]:
   """Trains one run per seed, all in one compiled program.
 
-  The seeds' parameters, optimizer states and BatchNorm statistics carry a
-  leading seed axis that `jax.vmap` maps the steps over; every seed draws its
-  own initialization, shuffling and augmentation from its seed, exactly as
-  `train_and_evaluate` with `config.seed = seed` would. Each run keeps its
-  own workdir (checkpoints, metrics.jsonl, summary.json) and resumes from
-  it; the runs must stand at the same epoch. With
-  `config.target_test_accuracy` set it takes one seed only, since each run
-  stops at its own epoch.
+  Each seed draws its own initialization, shuffling and augmentation, exactly
+  as `train_and_evaluate` with `config.seed = seed` would (vmap over a
+  leading seed axis). The runs must stand at the same epoch; with
+  `config.target_test_accuracy` set, only one seed is taken, as each run
+  would stop at its own epoch.
 
   Args:
     config: hyperparameters shared by the runs; `config.seed` is ignored.
@@ -302,199 +247,106 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
     workdirs: one folder per run.
 
   Returns:
-    The runs' summaries, in the order of `seeds`.
+    The runs' summaries (run.Run.finish), in the order of `seeds`.
   """
   start_time = time.time()
+  elapsed = lambda: time.time() - start_time
   if len(seeds) != len(workdirs) or not seeds:
     raise ValueError('train_seeds needs one workdir per seed')
   if config.target_test_accuracy and len(seeds) > 1:
-    # Each run would stop at its own epoch; one program cannot.
     raise ValueError('train_seeds trains one seed at a time when '
                      'config.target_test_accuracy is set')
-  configs = []
-  for seed in seeds:
-    run_config = ml_collections.ConfigDict(config.to_dict())
+  configs = [copy.deepcopy(config) for _ in seeds]
+  for run_config, seed in zip(configs, seeds):
     run_config.seed = seed
     validation.check_config(run_config)
-    configs.append(run_config)
-  num_seeds = len(seeds)
 
   # --- Input pipeline -------------------------------------------------------
   splits = input_pipeline.load_splits(config.data)
-  num_devices = jax.local_device_count()
+  par = parallel.create(config.parallelism)
   num_train = splits['train']['label'].shape[0]
   steps_per_epoch = num_train // config.batch_size
   if steps_per_epoch < 1:
     raise validation.ConfigError(
         f'config.batch_size must be <= the number of training examples '
         f'({num_train}); got {config.batch_size}')
+  train_data = par.replicate(splits['train'])
+  eval_data = {name: par.shard(input_pipeline.shard_for_eval(
+      splits[name], config.eval_batch_size, par.num_devices))
+               for name in ('validation', 'test')}
 
-  # --- Model and optimizer --------------------------------------------------
+  # --- Model, optimizer and runs --------------------------------------------
   model = models.create_model(config.model)
   tx = create_optimizer(config, steps_per_epoch)
-  init_rngs, data_rngs = zip(*(jax.random.split(jax.random.key(s))
+  init_keys, data_keys = zip(*(jax.random.split(jax.random.key(s))
                                for s in seeds))
-  fresh = [jax.device_get(create_train_state(r, model, tx)) for r in init_rngs]
-  n_params = num_params(fresh[0].params)
-  logging.info('parameters: %d; seeds in one program: %d', n_params,
-               num_seeds)
-
-  # --- Restore --------------------------------------------------------------
-  for workdir in workdirs:
-    os.makedirs(workdir, exist_ok=True)
-  managers = [_checkpoint_manager(w, config.max_checkpoints_to_keep)
-              for w in workdirs]
-  runs = [_restore(m, s) for m, s in zip(managers, fresh)]
-  metas = [r['meta'] for r in runs]
-  if len({m['epoch'] for m in metas}) > 1:
+  labels = [f'  seed {s}' if len(seeds) > 1 else '' for s in seeds]
+  runs = [run_lib.Run(w, c, jax.device_get(create_train_state(k, model, tx)),
+                      label=l)
+          for w, c, k, l in zip(workdirs, configs, init_keys, labels)]
+  if len({r.epoch for r in runs}) > 1:
     raise ValueError(f'runs to train together stand at different epochs: '
-                     f'{[m["epoch"] for m in metas]}')
-  if metas[0]['epoch']:
-    logging.info('resumed after epoch %d', metas[0]['epoch'])
-  target = config.target_test_accuracy
-  for meta in metas:
-    if meta['target'] != target:
-      # An epoch that reached another target says nothing about this one.
-      meta.update(target=target, target_epoch=None, time_to_target_s=None)
-  best = [r['best'] for r in runs]
-  # Wall time spent by earlier, interrupted invocations of these runs.
-  earlier_wall_time = metas[0]['wall_time_s']
-  histories = [_read_history(w, metas[0]['epoch']) for w in workdirs]
+                     f'{[r.epoch for r in runs]}')
+  logging.info('parameters: %d; seeds in one program: %d; %d devices (%s)',
+               num_params(runs[0].state.params), len(seeds), par.num_devices,
+               config.parallelism)
 
   # --- Compiled steps -------------------------------------------------------
-  p_train_batch = compile_train_batch(config)
-  p_epoch_indices = jax.pmap(
-      jax.vmap(functools.partial(_epoch_indices, num_examples=num_train,
-                                 batch_size=config.batch_size,
-                                 num_devices=num_devices)),
-      axis_name=AXIS)
-  step_ids = [to_devices(np.full((num_devices,), t, np.int32))
-              for t in range(steps_per_epoch)]
-  p_evaluate = jax.pmap(jax.vmap(evaluate_split, in_axes=(0, None)),
-                        axis_name=AXIS)
-  train_data = jax_utils.replicate(splits['train'])
-  eval_splits = {name: to_devices(input_pipeline.shard_for_eval(
-      splits[name], config.eval_batch_size, num_devices))
-                 for name in ('validation', 'test')}
-  template = stack(fresh)
+  p_train_batch = compile_train_batch(config, par)
+  p_epoch_plan = compile_epoch_plan(par, num_train, config.batch_size)
+  p_evaluate = compile_evaluate(par)
+  step_ids = [par.replicate(np.int32(t)) for t in range(steps_per_epoch)]
+  seed_keys = par.replicate(np.stack([jax.random.key_data(k)
+                                      for k in data_keys]))
 
-  def evaluate(variables: list[Any], split: str) -> list[dict[str, float]]:
-    """Accuracy and loss of each run's variables on a split."""
-    stacked = template.replace(**stack(variables))
-    totals = jax.device_get(jax_utils.unreplicate(
-        p_evaluate(jax_utils.replicate(stacked), eval_splits[split])))
-    return [{'accuracy': float(totals['correct'][k] / totals['count'][k]),
-             'loss': float(totals['loss'][k] / totals['count'][k])}
-            for k in range(num_seeds)]
+  def evaluate(state: TrainState, split: str) -> list[dict[str, float]]:
+    """Each seed's accuracy and loss, evaluated where the state is."""
+    totals = par.get(p_evaluate(state, eval_data[split]))
+    return [{'accuracy': float(c / n), 'loss': float(l / n)} for c, l, n in
+            zip(totals['correct'], totals['loss'], totals['count'])]
 
   # --- Train loop -----------------------------------------------------------
-  state = jax_utils.replicate(stack([r['state'] for r in runs]))
-  epoch = metas[0]['epoch']
-  while epoch < config.num_epochs and not (
-      target and all(m['target_epoch'] for m in metas)):
-    epoch += 1
+  target = config.target_test_accuracy
+  state = par.replicate(stack([r.state for r in runs]))
+  for epoch in range(runs[0].epoch + 1, config.num_epochs + 1):
+    if target and all(r.reached_target for r in runs):
+      break
     t0 = time.time()
-    epoch_rng = jax_utils.replicate(jnp.stack(
-        [jax.random.fold_in(r, epoch) for r in data_rngs]))
-    epoch_data = {'indices': p_epoch_indices(epoch_rng), 'rng': epoch_rng}
+    key, indices = p_epoch_plan(seed_keys, par.replicate(np.int32(epoch)))
     step_metrics = []
     for step_id in step_ids:
-      state, metrics = p_train_batch(state, train_data, epoch_data, step_id)
+      state, metrics = p_train_batch(state, train_data, key, indices, step_id)
       step_metrics.append(metrics)
-    # One host sync per epoch, not per step.
-    step_metrics = jax.device_get(step_metrics)
+    # One host sync per epoch, not per step; [steps, seeds] per metric.
+    step_metrics = stack(par.get(step_metrics))
     seconds = time.time() - t0
-    # Every image of every seed's epoch, per second of the program.
-    images_per_sec = num_seeds * steps_per_epoch * config.batch_size / seconds
-    host_state = jax.device_get(jax_utils.unreplicate(state))
-    variables = [{'params': s.params, 'batch_stats': s.batch_stats}
-                 for s in (unstack(host_state, k) for k in range(num_seeds))]
-    val = evaluate(variables, 'validation')
+    val = evaluate(state, 'validation')
     # The test split is read here only to stop at a target; selection
     # still uses validation alone.
-    test = evaluate(variables, 'test') if target else [None] * num_seeds
-    train_losses = [float(np.mean([m['loss'][0, k] for m in step_metrics]))
-                    for k in range(num_seeds)]
+    test = evaluate(state, 'test') if target else [{}] * len(runs)
+    train_loss = step_metrics['loss'].mean(0)
     # Checked for every seed before any writes, so the runs stay in step.
-    for k, train_loss in enumerate(train_losses):
-      if not math.isfinite(train_loss):
-        raise FloatingPointError(
-            f'non-finite train loss at epoch {epoch} (seed {seeds[k]})')
-    for k in range(num_seeds):
-      meta = metas[k]
-      train_loss = train_losses[k]
-      if val[k]['accuracy'] > meta['best_val_accuracy']:
-        best[k] = variables[k]
-        meta.update(best_val_accuracy=val[k]['accuracy'], best_val_epoch=epoch)
-      meta['images_per_sec'].append(images_per_sec)
-      meta['epoch'] = epoch
-      meta['wall_time_s'] = earlier_wall_time + time.time() - start_time
-      record = {'epoch': epoch, 'train_loss': train_loss,
-                'train_accuracy': float(np.mean(
-                    [m['accuracy'][0, k] for m in step_metrics])),
-                'val_loss': val[k]['loss'],
-                'val_accuracy': val[k]['accuracy'],
-                'epoch_time_s': seconds, 'images_per_sec': images_per_sec}
-      if test[k] is not None:
+    if not all(map(math.isfinite, train_loss)):
+      raise FloatingPointError(f'non-finite train loss at epoch {epoch} '
+                               f'(seeds {list(seeds)}: {list(train_loss)})')
+    host_state = par.get(state)  # What the checkpoints need, and only that.
+    for k, run in enumerate(runs):
+      record = {'epoch': epoch, 'train_loss': float(train_loss[k]),
+                'train_accuracy': float(step_metrics['accuracy'][:, k].mean()),
+                'val_loss': val[k]['loss'], 'val_accuracy': val[k]['accuracy'],
+                'epoch_time_s': seconds,
+                # Every image of every seed's epoch, per second.
+                'images_per_sec': (len(runs) * steps_per_epoch
+                                   * config.batch_size / seconds)}
+      if target:
         record['test_accuracy'] = test[k]['accuracy']
-        if test[k]['accuracy'] >= target and not meta['target_epoch']:
-          meta.update(target_epoch=epoch, time_to_target_s=meta['wall_time_s'])
-      histories[k].append(record)
-      _write_json_lines(os.path.join(workdirs[k], 'metrics.jsonl'),
-                        histories[k])
-      managers[k].save(epoch, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(unstack(host_state, k)),
-          best=ocp.args.StandardSave(best[k]),
-          meta=ocp.args.JsonSave(meta)))
-      logging.info(
-          'epoch %d/%d%s  train_loss %.4f  train_acc %.4f  val_acc %.4f%s  '
-          '%.0f img/s  %.1fs  ETA %.0fs', epoch, config.num_epochs,
-          f'  seed {seeds[k]}' if num_seeds > 1 else '', train_loss,
-          record['train_accuracy'], val[k]['accuracy'],
-          f'  test_acc {test[k]["accuracy"]:.4f}' if test[k] else '',
-          images_per_sec, seconds, seconds * (config.num_epochs - epoch))
-  for manager in managers:
-    manager.wait_until_finished()
-    manager.close()
+      run.end_epoch(unstack(host_state, k), record, elapsed())
 
   # --- Test, once, with the epoch validation selected -----------------------
-  test = evaluate(best, 'test')
-  summaries = []
-  for k in range(num_seeds):
-    meta = metas[k]
-    # The first epoch includes compilation; steady state is what the rest show.
-    rates = meta['images_per_sec']
-    steady = rates[1:] or rates
-    summary = {
-        'test_accuracy': test[k]['accuracy'],
-        'test_loss': test[k]['loss'],
-        'best_val_accuracy': meta['best_val_accuracy'],
-        'best_val_epoch': meta['best_val_epoch'],
-        'final_val_accuracy': histories[k][-1]['val_accuracy'],
-        'epochs_completed': meta['epoch'],
-        'target_epoch': meta['target_epoch'],
-        'time_to_target_s': meta['time_to_target_s'],
-        'num_params': n_params,
-        'num_devices': num_devices,
-        'seeds_in_program': num_seeds,
-        'num_train_examples': num_train,
-        'train_images_per_sec': float(np.mean(steady)),
-        'wall_time_s': earlier_wall_time + time.time() - start_time,
-        'config': configs[k].to_dict(),
-        'versions': _versions(),
-        'git_commit': _git_commit(),
-    }
-    _write_json(os.path.join(workdirs[k], 'summary.json'), summary)
-    logging.info('test_accuracy %.4f (epoch %d by validation)%s',
-                 test[k]['accuracy'], meta['best_val_epoch'],
-                 f' seed {seeds[k]}' if num_seeds > 1 else '')
-    summaries.append(summary)
-  return summaries
-
-
-def _write_json_lines(path: str, records: list[dict[str, Any]]) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    for r in records:
-      f.write(json.dumps(r, sort_keys=True) + '\n')
-  os.replace(tmp, path)
+  best = par.replicate(stack([r.best for r in runs]))
+  test = evaluate(state.replace(**best), 'test')
+  facts = {'num_params': num_params(runs[0].state.params),
+           'num_devices': par.num_devices,
+           'num_processes': jax.process_count(),
+           'seeds_in_program': len(runs), 'num_train_examples': num_train}
+  return [run.finish(t, elapsed(), **facts) for run, t in zip(runs, test)]

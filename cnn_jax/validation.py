@@ -8,6 +8,7 @@ import jax
 import ml_collections
 
 from cnn_jax import input_pipeline
+from cnn_jax import parallel
 from cnn_jax import registry
 
 LR_SCHEDULES = ('constant', 'cosine')
@@ -24,7 +25,8 @@ def _require(ok: bool, field: str, allowed: str, value) -> None:
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError with one line naming the field and what is allowed."""
-  devices = jax.local_device_count()
+  # Every device of every process takes an equal share of the global batch.
+  devices = jax.device_count()
   _require(config.num_epochs >= 1, 'num_epochs', '>= 1', config.num_epochs)
   _require(config.learning_rate > 0, 'learning_rate', '> 0',
            config.learning_rate)
@@ -40,6 +42,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
              f'a positive multiple of the device count ({devices})', value)
   _require(0 <= config.target_test_accuracy <= 1, 'target_test_accuracy',
            'in [0, 1] (0 = train all epochs)', config.target_test_accuracy)
+  _require(config.parallelism in parallel.PARALLELISMS, 'parallelism',
+           f'one of {", ".join(parallel.PARALLELISMS)}', config.parallelism)
   _require(config.max_checkpoints_to_keep >= 1, 'max_checkpoints_to_keep',
            '>= 1', config.max_checkpoints_to_keep)
 

@@ -37,6 +37,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.target_test_accuracy = 0.0
   # Checkpoints kept in workdir/checkpoints (one is written per epoch).
   config.max_checkpoints_to_keep = 3
+  # How the step runs over all devices of all processes (cnn_jax.parallel):
+  # 'pmap', or 'shard_map' (jax.jit of jax.shard_map over a device mesh).
+  config.parallelism = 'pmap'
 
   config.model = ml_collections.ConfigDict()
   # Names resolved by cnn_jax.registry: activations sigmoid, tanh, relu,

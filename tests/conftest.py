@@ -5,11 +5,13 @@ import sys
 
 # Must precede the first `import jax` anywhere in the test process.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # `from configs import default`, as config files do.
 
+# The package's environment preamble (quiet TensorFlow, XLA options), before
+# any test module imports TensorFlow through TFDS.
+import cnn_jax  # pylint: disable=unused-import
 import pytest
 
 

@@ -1,0 +1,171 @@
+"""How the per-device steps run over all devices: `pmap`, or `jit` + `shard_map`.
+
+Both map one per-device function over the devices of every process along one
+named axis, AXIS, so the collectives inside it (the gradient `pmean`,
+BatchNorm's statistics, the evaluation sums) span the global batch either
+way. Arguments and results are of two kinds:
+
+- REPLICATED: the same on every device (state, the dataset, a step number).
+- SHARDED: one row per device, the leading axis of a host array laid out as
+  [global devices, ...]; each process feeds only the rows of its own devices.
+
+`config.parallelism` picks the implementation by name (PARALLELISMS).
+"""
+
+import abc
+from typing import Any, Callable, Sequence
+
+from flax import jax_utils
+import jax
+from jax.experimental import multihost_utils
+import numpy as np
+
+AXIS = 'batch'
+REPLICATED = 'replicated'
+SHARDED = 'sharded'
+
+Kinds = str | Sequence[str]
+
+
+class Parallelism(abc.ABC):
+  """Places data on the devices and maps per-device functions over them."""
+
+  def __init__(self):
+    # Process-major, as `lax.axis_index(AXIS)` numbers the devices.
+    self.devices = jax.devices()
+    self.num_devices = len(self.devices)
+    mine = [i for i, d in enumerate(self.devices)
+            if d.process_index == jax.process_index()]
+    if mine != list(range(mine[0], mine[-1] + 1)):
+      raise RuntimeError(f'this process\'s devices are not contiguous in '
+                         f'jax.devices(): {mine}')
+    # The rows of a SHARDED host array that this process feeds.
+    self.local_rows = slice(mine[0], mine[-1] + 1)
+
+  @abc.abstractmethod
+  def replicate(self, tree: Any) -> Any:
+    """Host arrays -> the same arrays on every device."""
+
+  @abc.abstractmethod
+  def shard(self, tree: Any) -> Any:
+    """Host arrays [global devices, ...] -> row d on device d."""
+
+  @abc.abstractmethod
+  def get(self, tree: Any) -> Any:
+    """REPLICATED device arrays -> one host copy."""
+
+  @abc.abstractmethod
+  def map(self, fn: Callable, in_kinds: Sequence[str], out_kinds: Kinds, *,
+          donate_argnums: tuple[int, ...] = ()) -> Callable:
+    """Compiles `fn`, written for one device, to run on all of them."""
+
+
+class Pmap(Parallelism):
+  """`jax.pmap`: every array carries a leading axis of local devices."""
+
+  def replicate(self, tree):
+    return jax_utils.replicate(tree)
+
+  def shard(self, tree):
+    mesh = jax.sharding.Mesh(np.array(jax.local_devices()), (AXIS,))
+    local = jax.tree.map(lambda x: np.asarray(x)[self.local_rows], tree)
+    return jax.device_put(local, jax.NamedSharding(mesh, jax.P(AXIS)))
+
+  def get(self, tree):
+    # One transfer for the whole tree, then the first replica on the host.
+    return jax.tree.map(lambda x: x[0], jax.device_get(tree))
+
+  def map(self, fn, in_kinds, out_kinds, *, donate_argnums=()):
+    del in_kinds, out_kinds  # Every argument and result has a device axis.
+    return jax.pmap(fn, axis_name=AXIS, donate_argnums=donate_argnums)
+
+
+class ShardMap(Parallelism):
+  """`jax.jit` of `jax.shard_map` over a one-axis mesh of all devices.
+
+  Replicated arrays are plain global arrays; sharded ones are split over the
+  mesh along their leading axis, of which each device sees its own row.
+  """
+
+  def __init__(self):
+    super().__init__()
+    self.mesh = jax.sharding.Mesh(np.array(self.devices), (AXIS,))
+
+  def _put(self, tree: Any, spec: jax.P) -> Any:
+    sharding = jax.NamedSharding(self.mesh, spec)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(sharding, x), tree)
+
+  def replicate(self, tree):
+    return self._put(jax.tree.map(np.asarray, tree), jax.P())
+
+  def shard(self, tree):
+    local = jax.tree.map(lambda x: np.asarray(x)[self.local_rows], tree)
+    return self._put(local, jax.P(AXIS))
+
+  def get(self, tree):
+    return jax.device_get(jax.tree.map(lambda x: x.addressable_data(0), tree))
+
+  def map(self, fn, in_kinds, out_kinds, *, donate_argnums=()):
+    spec = {REPLICATED: jax.P(), SHARDED: jax.P(AXIS)}
+    multiple = not isinstance(out_kinds, str)
+    outs = tuple(out_kinds) if multiple else (out_kinds,)
+
+    def per_device(*args):
+      # A device's block of a SHARDED array is its row, with the axis kept.
+      args = [_map_if(k == SHARDED, lambda x: x[0], a)
+              for a, k in zip(args, in_kinds)]
+      results = fn(*args)
+      results = results if multiple else (results,)
+      results = tuple(_map_if(k == SHARDED, lambda x: x[None], r)
+                      for r, k in zip(results, outs))
+      return results if multiple else results[0]
+
+    out_specs = tuple(spec[k] for k in outs)
+    # fn is written as for pmap: it averages its gradients itself with an
+    # explicit pmean. With check_vma, shard_map would also sum them in the
+    # transpose of the implicit broadcast of the replicated parameters.
+    mapped = jax.shard_map(
+        per_device, mesh=self.mesh,
+        in_specs=tuple(spec[k] for k in in_kinds),
+        out_specs=out_specs if multiple else out_specs[0], check_vma=False)
+    return jax.jit(mapped, donate_argnums=donate_argnums)
+
+
+def _map_if(condition: bool, f: Callable, tree: Any) -> Any:
+  return jax.tree.map(f, tree) if condition else tree
+
+
+PARALLELISMS: dict[str, type[Parallelism]] = {'pmap': Pmap,
+                                              'shard_map': ShardMap}
+
+
+def create(name: str) -> Parallelism:
+  """The Parallelism that `config.parallelism` names."""
+  return PARALLELISMS[name]()
+
+
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+  """Joins this process to JAX's distributed runtime.
+
+  Must run before anything touches a device. Without arguments JAX reads
+  the cluster from the environment (Cloud TPU, SLURM, ...). Collectives
+  between processes on CPUs go through gloo.
+  """
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes,
+                             process_id=process_id)
+
+
+def is_main_process() -> bool:
+  """Whether this process writes the files and logs that all processes share."""
+  return jax.process_index() == 0
+
+
+def sync(name: str) -> None:
+  """Waits until every process has reached the barrier `name`."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)

@@ -1,0 +1,65 @@
+"""Result files: written atomically, and stamped with the code that made them.
+
+Every JSON result (summary.json, metrics.jsonl, sweep.json, benchmark.json)
+goes through `write_json` or `write_json_lines`, so a reader or a killed
+process never leaves half a file behind.
+"""
+
+import json
+import os
+import subprocess
+from typing import Any
+
+import flax
+import jax
+import optax
+import orbax.checkpoint as ocp
+
+
+def _write_atomically(path: str, text: str) -> None:
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def write_json(path: str, obj: Any) -> None:
+  """Writes `obj` as indented JSON, all or nothing."""
+  _write_atomically(path, json.dumps(obj, indent=2, sort_keys=True) + '\n')
+
+
+def write_json_lines(path: str, records: list[dict[str, Any]]) -> None:
+  """Writes one JSON object per line, all or nothing."""
+  _write_atomically(path, ''.join(json.dumps(r, sort_keys=True) + '\n'
+                                  for r in records))
+
+
+def read_json_lines(path: str) -> list[dict[str, Any]]:
+  """The records of a JSON-lines file; [] when it does not exist."""
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def versions() -> dict[str, str]:
+  """The versions of the libraries whose numbers a result depends on."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return {'jax': jax.__version__, 'jaxlib': jax.lib.__version__,
+          'flax': flax.__version__, 'optax': optax.__version__,
+          'tfds': tfds.__version__, 'orbax': ocp.__version__}
+
+
+def git_commit() -> str | None:
+  """This checkout's commit, '-dirty' if it has uncommitted changes.
+
+  So that a result names the code that made it; None outside a checkout.
+  """
+  try:
+    out = subprocess.run(['git', 'describe', '--always', '--dirty',
+                          '--abbrev=40'], capture_output=True,
+                         text=True, timeout=10,
+                         cwd=os.path.dirname(os.path.abspath(__file__)))
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return out.stdout.strip() if out.returncode == 0 else None

@@ -1,0 +1,175 @@
+"""pmap and shard_map give the single-device step, in one process or several."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import chex
+import jax
+import numpy as np
+import optax
+import pytest
+import tensorflow_datasets as tfds
+
+from cnn_jax import models
+from cnn_jax import parallel
+from cnn_jax import train
+import _util
+
+R, S = parallel.REPLICATED, parallel.SHARDED
+
+
+def _batch(n):
+  rng = np.random.RandomState(0)
+  return {'image': rng.rand(n, 28, 28, 1).astype(np.float32),
+          'label': rng.randint(0, 10, n).astype(np.int32)}
+
+
+def _by_device(batch, devices):
+  return jax.tree.map(lambda x: x.reshape((devices, -1) + x.shape[1:]), batch)
+
+
+def test_pmap_shard_map_and_one_device_take_the_same_steps():
+  """Three SGD steps on one global batch of 8, three ways.
+
+  Tolerance 1e-5: the ways differ only in how sums are split (per-device
+  partial sums, then an all-reduce, or one sum on one device), which moves
+  float32 results in the last bits. SGD, not Adam: BatchNorm makes the conv
+  biases' gradient pure float noise, which Adam would scale up to +-lr.
+  """
+  assert jax.device_count() == 2, 'conftest forces two CPU devices'
+  state = jax.device_get(train.create_train_state(
+      jax.random.key(0), models.CNN(), optax.sgd(0.1)))
+  batch = _batch(8)
+
+  one = jax.pmap(train.train_step, axis_name=parallel.AXIS,
+                 devices=jax.devices()[:1])
+  s1 = jax.tree.map(lambda x: np.asarray(x)[None], state)
+  for _ in range(3):
+    s1, m1 = one(s1, _by_device(batch, 1))
+  results = {'one device': jax.tree.map(lambda x: np.asarray(x)[0], (s1, m1))}
+
+  for name, par in parallel.PARALLELISMS.items():
+    par = par()
+    step = par.map(train.train_step, (R, S), (R, R))
+    s, b = par.replicate(state), par.shard(_by_device(batch, 2))
+    for _ in range(3):
+      s, m = step(s, b)
+    results[name] = par.get((s, m))
+
+  (ref_state, ref_metrics) = results.pop('one device')
+  for name, (s, m) in results.items():
+    for field in ('params', 'batch_stats'):
+      chex.assert_trees_all_close(getattr(s, field), getattr(ref_state, field),
+                                  atol=1e-5, rtol=1e-5, custom_message=name)
+    np.testing.assert_allclose(m['loss'], ref_metrics['loss'], rtol=1e-5)
+  # The steps moved the parameters: the comparison is not of initial values.
+  moved = jax.tree.map(lambda a, b: np.abs(a - b).max(), ref_state.params,
+                       state.params)
+  assert max(jax.tree.leaves(moved)) > 1e-3
+
+
+def test_whole_runs_agree_under_pmap_and_shard_map(tmp_path):
+  """A run's records do not depend on the parallelism, to float tolerance.
+
+  Adam, so the tolerance is the whole-run one of train_test (1e-3).
+  """
+  config = _util.tiny_config()
+  config.num_epochs = 2
+  summaries, records = {}, {}
+  for name in parallel.PARALLELISMS:
+    config.parallelism = name
+    with tfds.testing.mock_data(num_examples=48):
+      summaries[name] = train.train_and_evaluate(config, str(tmp_path / name))
+    with open(tmp_path / name / 'metrics.jsonl') as f:
+      records[name] = [json.loads(line) for line in f]
+  a, b = summaries['pmap'], summaries['shard_map']
+  np.testing.assert_allclose(a['test_loss'], b['test_loss'], rtol=1e-3)
+  assert a['epochs_completed'] == b['epochs_completed'] == 2
+  for ra, rb in zip(records['pmap'], records['shard_map']):
+    for key in ('train_loss', 'val_loss'):
+      np.testing.assert_allclose(ra[key], rb[key], rtol=1e-3)
+
+
+def test_shard_map_puts_rows_on_their_devices():
+  par = parallel.ShardMap()
+  x = par.shard(np.arange(6).reshape(2, 3))
+  assert [np.asarray(s.data).tolist() for s in x.addressable_shards] == [
+      [[0, 1, 2]], [[3, 4, 5]]]
+  # Each device sees its own row, without the device axis.
+  row_sums = par.map(lambda r: r.sum(keepdims=True), (S,), S)(x)
+  assert np.asarray(row_sums).ravel().tolist() == [3, 12]
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _main_processes(args, workdir, num_processes, devices_each):
+  """Starts `python -m cnn_jax.main` as one run over `num_processes`."""
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count='
+             f'{devices_each}')
+  cmd = [sys.executable, '-m', 'cnn_jax.main',
+         f'--config={_util.ROOT}/configs/default.py', f'--workdir={workdir}',
+         *args]
+  if num_processes > 1:
+    cmd += [f'--coordinator_address=127.0.0.1:{_free_port()}',
+            f'--num_processes={num_processes}']
+    cmds = [cmd + [f'--process_id={i}'] for i in range(num_processes)]
+  else:
+    cmds = [cmd]
+  return [subprocess.Popen(c, cwd=_util.ROOT, env=env, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+          for c in cmds]
+
+
+def _wait_all(procs, timeout):
+  """Each process's (exit status, output); kills them all if one hangs."""
+  try:
+    outs = [p.communicate(timeout=timeout) for p in procs]
+    return [(p.returncode, out) for p, (out, _) in zip(procs, outs)]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+
+
+@pytest.mark.parametrize('parallelism', sorted(parallel.PARALLELISMS))
+def test_two_processes_equal_one_process_with_two_devices(
+    tmp_path, real_data_dir, parallelism):
+  """JAX's distributed runtime on 127.0.0.1, CPU collectives through gloo.
+
+  Same global batch and devices, so the same numbers; only process 0 writes
+  the run's files.
+  """
+  args = ['--config.num_epochs=2', '--config.batch_size=32',
+          '--config.data.num_train_examples=320',
+          '--config.data.num_validation_examples=500',
+          f'--config.parallelism={parallelism}',
+          f'--config.data.data_dir={real_data_dir}',
+          f'--config.data.manual_dir={_util.MANUAL_DIR}']
+  summaries = {}
+  # One process first: it prepares the dataset the two then share.
+  for name, processes, devices in (('one', 1, 2), ('two', 2, 1)):
+    results = _wait_all(_main_processes(args, tmp_path / name, processes,
+                                        devices), timeout=300)
+    for code, out in results:
+      assert code == 0, out[-3000:]
+    with open(tmp_path / name / 'summary.json') as f:
+      summaries[name] = json.load(f)
+    if processes > 1:
+      # Process 1 logs no progress; process 0 logs each epoch.
+      assert 'epoch 2/2' in results[0][1]
+      assert 'epoch 2/2' not in results[1][1]
+  one, two = summaries['one'], summaries['two']
+  assert (one['num_processes'], two['num_processes']) == (1, 2)
+  assert one['num_devices'] == two['num_devices'] == 2
+  for key in ('test_accuracy', 'test_loss', 'best_val_accuracy'):
+    np.testing.assert_allclose(one[key], two[key], rtol=1e-6, err_msg=key)
+  with open(tmp_path / 'two' / 'metrics.jsonl') as f:
+    assert len(f.readlines()) == 2
