@@ -231,6 +231,53 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   return train_seeds(config, [config.seed], [workdir])[0]
 
 
+def _seed_configs(config: ml_collections.ConfigDict, seeds: Sequence[int],
+                  workdirs: Sequence[str]) -> list[ml_collections.ConfigDict]:
+  """One checked copy of `config` per seed."""
+  if len(seeds) != len(workdirs) or not seeds:
+    raise ValueError('train_seeds needs one workdir per seed')
+  if config.target_test_accuracy and len(seeds) > 1:
+    # Each run would stop at its own epoch; one program cannot.
+    raise ValueError('train_seeds trains one seed at a time when '
+                     'config.target_test_accuracy is set')
+  configs = [copy.deepcopy(config) for _ in seeds]
+  for run_config, seed in zip(configs, seeds):
+    run_config.seed = seed
+    validation.check_config(run_config)
+  return configs
+
+
+def _keys(seed: int) -> tuple[jax.Array, jax.Array]:
+  """A run's initialization key and its data (shuffling, augmentation) key."""
+  init_key, data_key = jax.random.split(jax.random.key(seed))
+  return init_key, data_key
+
+
+def _open_runs(configs: Sequence[ml_collections.ConfigDict],
+               workdirs: Sequence[str], model: models.CNN,
+               tx: optax.GradientTransformation) -> list[run_lib.Run]:
+  """Each seed's Run, resumed from its folder; they must stand at one epoch."""
+  runs = []
+  for config, workdir in zip(configs, workdirs):
+    state = create_train_state(_keys(config.seed)[0], model, tx)
+    label = f'  seed {config.seed}' if len(configs) > 1 else ''
+    runs.append(run_lib.Run(workdir, config, jax.device_get(state),
+                            label=label))
+  if len({r.epoch for r in runs}) > 1:
+    raise ValueError(f'runs to train together stand at different epochs: '
+                     f'{[r.epoch for r in runs]}')
+  return runs
+
+
+def _evaluate(p_evaluate: Callable, par: parallel.Parallelism,
+              state: TrainState, split: dict[str, jax.Array]
+              ) -> list[dict[str, float]]:
+  """Each seed's accuracy and loss on a split, evaluated where the state is."""
+  totals = par.get(p_evaluate(state, split))
+  return [{'accuracy': float(c / n), 'loss': float(l / n)} for c, l, n in
+          zip(totals['correct'], totals['loss'], totals['count'])]
+
+
 def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
                 workdirs: Sequence[str]) -> list[dict[str, Any]]:
   """Trains one run per seed, all in one compiled program.
@@ -251,15 +298,7 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
   """
   start_time = time.time()
   elapsed = lambda: time.time() - start_time
-  if len(seeds) != len(workdirs) or not seeds:
-    raise ValueError('train_seeds needs one workdir per seed')
-  if config.target_test_accuracy and len(seeds) > 1:
-    raise ValueError('train_seeds trains one seed at a time when '
-                     'config.target_test_accuracy is set')
-  configs = [copy.deepcopy(config) for _ in seeds]
-  for run_config, seed in zip(configs, seeds):
-    run_config.seed = seed
-    validation.check_config(run_config)
+  configs = _seed_configs(config, seeds, workdirs)
 
   # --- Input pipeline -------------------------------------------------------
   splits = input_pipeline.load_splits(config.data)
@@ -276,17 +315,8 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
                for name in ('validation', 'test')}
 
   # --- Model, optimizer and runs --------------------------------------------
-  model = models.create_model(config.model)
   tx = create_optimizer(config, steps_per_epoch)
-  init_keys, data_keys = zip(*(jax.random.split(jax.random.key(s))
-                               for s in seeds))
-  labels = [f'  seed {s}' if len(seeds) > 1 else '' for s in seeds]
-  runs = [run_lib.Run(w, c, jax.device_get(create_train_state(k, model, tx)),
-                      label=l)
-          for w, c, k, l in zip(workdirs, configs, init_keys, labels)]
-  if len({r.epoch for r in runs}) > 1:
-    raise ValueError(f'runs to train together stand at different epochs: '
-                     f'{[r.epoch for r in runs]}')
+  runs = _open_runs(configs, workdirs, models.create_model(config.model), tx)
   logging.info('parameters: %d; seeds in one program: %d; %d devices (%s)',
                num_params(runs[0].state.params), len(seeds), par.num_devices,
                config.parallelism)
@@ -296,14 +326,9 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
   p_epoch_plan = compile_epoch_plan(par, num_train, config.batch_size)
   p_evaluate = compile_evaluate(par)
   step_ids = [par.replicate(np.int32(t)) for t in range(steps_per_epoch)]
-  seed_keys = par.replicate(np.stack([jax.random.key_data(k)
-                                      for k in data_keys]))
-
-  def evaluate(state: TrainState, split: str) -> list[dict[str, float]]:
-    """Each seed's accuracy and loss, evaluated where the state is."""
-    totals = par.get(p_evaluate(state, eval_data[split]))
-    return [{'accuracy': float(c / n), 'loss': float(l / n)} for c, l, n in
-            zip(totals['correct'], totals['loss'], totals['count'])]
+  seed_keys = par.replicate(np.stack([jax.random.key_data(_keys(s)[1])
+                                      for s in seeds]))
+  evaluate = functools.partial(_evaluate, p_evaluate, par)
 
   # --- Train loop -----------------------------------------------------------
   target = config.target_test_accuracy
@@ -320,31 +345,29 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
     # One host sync per epoch, not per step; [steps, seeds] per metric.
     step_metrics = stack(par.get(step_metrics))
     seconds = time.time() - t0
-    val = evaluate(state, 'validation')
+    val = evaluate(state, eval_data['validation'])
     # The test split is read here only to stop at a target; selection
     # still uses validation alone.
-    test = evaluate(state, 'test') if target else [{}] * len(runs)
+    test = evaluate(state, eval_data['test']) if target else None
     train_loss = step_metrics['loss'].mean(0)
     # Checked for every seed before any writes, so the runs stay in step.
     if not all(map(math.isfinite, train_loss)):
       raise FloatingPointError(f'non-finite train loss at epoch {epoch} '
                                f'(seeds {list(seeds)}: {list(train_loss)})')
     host_state = par.get(state)  # What the checkpoints need, and only that.
+    # Every image of every seed's epoch, per second.
+    images_per_sec = len(runs) * steps_per_epoch * config.batch_size / seconds
     for k, run in enumerate(runs):
       record = {'epoch': epoch, 'train_loss': float(train_loss[k]),
                 'train_accuracy': float(step_metrics['accuracy'][:, k].mean()),
                 'val_loss': val[k]['loss'], 'val_accuracy': val[k]['accuracy'],
-                'epoch_time_s': seconds,
-                # Every image of every seed's epoch, per second.
-                'images_per_sec': (len(runs) * steps_per_epoch
-                                   * config.batch_size / seconds)}
-      if target:
-        record['test_accuracy'] = test[k]['accuracy']
+                'epoch_time_s': seconds, 'images_per_sec': images_per_sec,
+                **({'test_accuracy': test[k]['accuracy']} if target else {})}
       run.end_epoch(unstack(host_state, k), record, elapsed())
 
   # --- Test, once, with the epoch validation selected -----------------------
   best = par.replicate(stack([r.best for r in runs]))
-  test = evaluate(state.replace(**best), 'test')
+  test = evaluate(state.replace(**best), eval_data['test'])
   facts = {'num_params': num_params(runs[0].state.params),
            'num_devices': par.num_devices,
            'num_processes': jax.process_count(),

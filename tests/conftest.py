@@ -1,13 +1,24 @@
-"""Test-wide set-up: two CPU devices, so every pmapped path runs sharded."""
+"""Test-wide set-up: two CPU devices, so every mapped path runs sharded,
+and compilation kept cheap, since compiling is most of what the tests spend.
+"""
 
 import os
 import sys
 
-# Must precede the first `import jax` anywhere in the test process.
-os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # `from configs import default`, as config files do.
+
+import _util  # pylint: disable=g-bad-import-order
+
+# Must precede the first `import jax` anywhere in the test process; the
+# subprocesses that tests start inherit them (_util.subprocess_env).
+os.environ.setdefault('XLA_FLAGS', _util.xla_flags(devices=2))
+# Programs compiled once are reused by every later test and subprocess with
+# the same shapes, from JAX's persistent compilation cache.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      os.path.join(ROOT, '.pytest_cache', 'jax_cache'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
 # The package's environment preamble (quiet TensorFlow, XLA options), before
 # any test module imports TensorFlow through TFDS.

@@ -1,7 +1,6 @@
 """The command line, run as a user runs it: in a subprocess."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -15,8 +14,7 @@ def _main(*args, workdir, devices=2):
   cmd = [sys.executable, '-m', 'cnn_jax.main',
          f'--config={_util.ROOT}/configs/default.py', f'--workdir={workdir}',
          *args]
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  env = _util.subprocess_env(devices)
   return subprocess.run(cmd, cwd=_util.ROOT, capture_output=True, text=True,
                         env=env, timeout=600)
 

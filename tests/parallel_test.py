@@ -1,7 +1,6 @@
 """pmap and shard_map give the single-device step, in one process or several."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -111,8 +110,7 @@ def _free_port():
 
 def _main_processes(args, workdir, num_processes, devices_each):
   """Starts `python -m cnn_jax.main` as one run over `num_processes`."""
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count='
-             f'{devices_each}')
+  env = _util.subprocess_env(devices_each)
   cmd = [sys.executable, '-m', 'cnn_jax.main',
          f'--config={_util.ROOT}/configs/default.py', f'--workdir={workdir}',
          *args]
