@@ -3,6 +3,12 @@
 The whole dataset is 70,000 x 784 bytes, so it is read once into arrays and
 moved to the accelerator; each epoch then only draws a permutation of
 indices on the device, leaving the host nothing to do per step.
+
+TFDS prepares the dataset (checksums verified) and, the first time, its
+decoded splits are kept as arrays next to TFDS's own files
+(`<data_dir>/<dataset>/<version>/cnn_jax_<split>.npz`, `config.data.cache`).
+Later runs read those without importing TensorFlow: about 7 s less start-up
+on the 2-core CPU (README), and machines without TensorFlow can train.
 """
 
 import functools
@@ -12,7 +18,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tensorflow_datasets as tfds
 
 from cnn_jax import parallel
 
@@ -26,6 +31,9 @@ MANUAL_FILES = (
 IMAGE_SHAPE = (28, 28, 1)
 # Read in chunks: `batch_size=-1` aborts under tfds.testing.mock_data.
 _READ_BATCH = 10_000
+# TFDS's full splits, which the cache holds; validation is cut from 'train'.
+_SPLITS = ('train', 'test')
+CACHE_FILE = 'cnn_jax_{split}.npz'
 
 Split = dict[str, np.ndarray]
 
@@ -36,7 +44,8 @@ def missing_manual_files(manual_dir: str) -> list[str]:
           if not os.path.isfile(os.path.join(manual_dir, f))]
 
 
-def _read(builder: tfds.core.DatasetBuilder, split: str) -> Split:
+def _read(builder, split: str) -> Split:
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   chunks = list(tfds.as_numpy(builder.as_dataset(split=split,
                                                  batch_size=_READ_BATCH)))
   return {
@@ -45,19 +54,36 @@ def _read(builder: tfds.core.DatasetBuilder, split: str) -> Split:
   }
 
 
-def load_splits(data_config: ml_collections.ConfigDict) -> dict[str, Split]:
-  """Prepares the TFDS dataset (checksums verified) and reads three splits.
+def _tfds_data_dir(data_dir: str) -> str:
+  """The folder TFDS uses for `config.data.data_dir` ('' = TFDS's default)."""
+  return os.path.expanduser(data_dir or os.environ.get('TFDS_DATA_DIR')
+                            or '~/tensorflow_datasets')
 
-  Validation is the tail of TFDS's train split, so model selection never
-  sees the test split.
 
-  Args:
-    data_config: `config.data`.
+def _version_key(name: str) -> tuple[int, ...]:
+  return tuple(int(p) if p.isdigit() else -1 for p in name.split('.'))
 
-  Returns:
-    {'train', 'validation', 'test'} -> {'image': uint8 [N, 28, 28, 1],
-    'label': int32 [N]}.
+
+def find_cache(data_config: ml_collections.ConfigDict) -> str | None:
+  """The newest version folder of the dataset that holds every cached split.
+
+  The newest, since that is the version TFDS itself prepares and reads.
   """
+  root = os.path.join(_tfds_data_dir(data_config.data_dir),
+                      data_config.dataset)
+  if not os.path.isdir(root):
+    return None
+  complete = [v for v in os.listdir(root) if all(
+      os.path.isfile(os.path.join(root, v, CACHE_FILE.format(split=s)))
+      for s in _SPLITS)]
+  return (os.path.join(root, max(complete, key=_version_key))
+          if complete else None)
+
+
+def _prepare_and_read(data_config: ml_collections.ConfigDict
+                      ) -> tuple[dict[str, Split], str]:
+  """TFDS's full splits, prepared first where needed, and their folder."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   builder = tfds.builder(data_config.dataset,
                          data_dir=data_config.data_dir or None)
   prepare = functools.partial(
@@ -71,11 +97,46 @@ def load_splits(data_config: ml_collections.ConfigDict) -> dict[str, Split]:
   parallel.sync('dataset prepared')
   if not parallel.is_main_process():
     prepare()
+  return {s: _read(builder, s) for s in _SPLITS}, builder.data_dir
+
+
+def _write_cache(folder: str, splits: dict[str, Split]) -> None:
+  for split, arrays in splits.items():
+    path = os.path.join(folder, CACHE_FILE.format(split=split))
+    tmp = path + '.tmp.npz'  # np.savez adds .npz to names without it.
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)  # All or nothing: find_cache never sees half.
+
+
+def load_splits(data_config: ml_collections.ConfigDict) -> dict[str, Split]:
+  """Reads three splits: from the cache if there is one, else through TFDS.
+
+  Validation is the tail of TFDS's train split, so model selection never
+  sees the test split.
+
+  Args:
+    data_config: `config.data`.
+
+  Returns:
+    {'train', 'validation', 'test'} -> {'image': uint8 [N, 28, 28, 1],
+    'label': int32 [N]}.
+  """
+  folder = find_cache(data_config) if data_config.cache else None
+  if folder:
+    full = {}
+    for split in _SPLITS:
+      with np.load(os.path.join(folder, CACHE_FILE.format(split=split))) as f:
+        full[split] = {'image': f['image'], 'label': f['label']}
+  else:
+    full, folder = _prepare_and_read(data_config)
+    if data_config.cache and parallel.is_main_process():
+      _write_cache(folder, full)
   n_val = data_config.num_validation_examples
+  train = full['train']
   splits = {
-      'train': _read(builder, f'train[:-{n_val}]'),
-      'validation': _read(builder, f'train[-{n_val}:]'),
-      'test': _read(builder, 'test'),
+      'train': {k: v[:-n_val] for k, v in train.items()},
+      'validation': {k: v[-n_val:] for k, v in train.items()},
+      'test': full['test'],
   }
   if data_config.num_train_examples > 0:
     splits['train'] = {k: v[:data_config.num_train_examples]

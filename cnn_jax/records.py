@@ -5,6 +5,7 @@ goes through `write_json` or `write_json_lines`, so a reader or a killed
 process never leaves half a file behind.
 """
 
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -42,19 +43,30 @@ def read_json_lines(path: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def versions() -> dict[str, str]:
-  """The versions of the libraries whose numbers a result depends on."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+def versions() -> dict[str, str | None]:
+  """The versions of the libraries whose numbers a result depends on.
+
+  TFDS's is read from its metadata, without importing TensorFlow; None where
+  it is not installed (runs from the decoded-split cache).
+  """
+  try:
+    tfds_version = importlib.metadata.version('tensorflow-datasets')
+  except importlib.metadata.PackageNotFoundError:
+    tfds_version = None
   return {'jax': jax.__version__, 'jaxlib': jax.lib.__version__,
           'flax': flax.__version__, 'optax': optax.__version__,
-          'tfds': tfds.__version__, 'orbax': ocp.__version__}
+          'tfds': tfds_version, 'orbax': ocp.__version__}
 
 
 def git_commit() -> str | None:
   """This checkout's commit, '-dirty' if it has uncommitted changes.
 
   So that a result names the code that made it; None outside a checkout.
+  A copy of the tree without its .git (a remote machine) names its commit
+  in CNN_JAX_GIT_COMMIT.
   """
+  if os.environ.get('CNN_JAX_GIT_COMMIT'):
+    return os.environ['CNN_JAX_GIT_COMMIT']
   try:
     out = subprocess.run(['git', 'describe', '--always', '--dirty',
                           '--abbrev=40'], capture_output=True,

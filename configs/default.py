@@ -1,10 +1,11 @@
 """The seed's ConvNet, Adam at 1e-3 and cross-entropy on Fashion-MNIST.
 
-Three additions to the seed's recipe, each kept because it raised accuracy
-(single runs, seed 0, 20 epochs, test accuracy of the best-validation epoch):
-constant lr 0.9039 -> cosine decay 0.9093 -> + random flips 0.9152 ->
-+ weight decay 0.05 0.9165. Label smoothing 0.1 (0.9137 with flips) and
-random shifts of 2 pixels (0.9099 with flips) did not help and are off.
+Three additions to the seed's recipe, chosen by validation accuracy alone
+among single 20-epoch probes (seed 0; experiments/recipe_probes/README.md):
+cosine decay of the learning rate, random horizontal flips and label
+smoothing 0.1 (best validation accuracy, 0.9284). An earlier default used
+weight decay 0.05 instead of label smoothing; it had been picked while
+looking at test accuracy, and validation ranks it below (0.9256).
 
 Run:
   python -m cnn_jax.main --config=configs/default.py --workdir=/tmp/cnn
@@ -29,9 +30,9 @@ def get_config() -> ml_collections.ConfigDict:
   # 'constant' is the seed's schedule; 'cosine' decays to 0 over num_epochs.
   config.lr_schedule = 'cosine'
   # Decoupled weight decay on conv and dense kernels (AdamW); 0 = plain Adam.
-  config.weight_decay = 0.05
+  config.weight_decay = 0.0
   # Mass moved from the true class to all classes in the training targets.
-  config.label_smoothing = 0.0
+  config.label_smoothing = 0.1
   # When > 0: read the test split after every epoch and stop once its
   # accuracy reaches this (the time-to-accuracy benchmark); 0 = off.
   config.target_test_accuracy = 0.0
@@ -62,6 +63,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.data_dir = ''
   # Folder with the four original IDX .gz files, for offline preparation; '' = download.
   config.data.manual_dir = ''
+  # Keep the decoded splits as arrays next to TFDS's prepared files, so later
+  # runs read them without TensorFlow (cnn_jax.input_pipeline).
+  config.data.cache = True
   # The last this-many training examples are the validation split.
   config.data.num_validation_examples = 5000
   # Training-time augmentation, done on the device: mirror with p=1/2, and

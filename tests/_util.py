@@ -37,4 +37,6 @@ def tiny_config():
   config.eval_batch_size = 8
   config.data.num_validation_examples = 8
   config.data.num_train_examples = 32
+  # Mock data must neither read nor write the cache of real data.
+  config.data.cache = False
   return config

@@ -31,12 +31,43 @@ def test_real_fashion_mnist_from_the_manual_dir(real_data_dir):
   config.data_dir = real_data_dir
   config.num_validation_examples = 5000
   config.num_train_examples = -1
+  config.cache = True
   splits = input_pipeline.load_splits(config)
   sizes = {k: v['label'].shape[0] for k, v in splits.items()}
   assert sizes == {'train': 55_000, 'validation': 5_000, 'test': 10_000}
   # The official test split holds 1,000 images of each of the 10 classes.
   assert np.bincount(splits['test']['label']).tolist() == [1000] * 10
   assert splits['train']['image'].max() == 255
+  # Validation is exactly TFDS's own slice of the tail of its train split.
+  builder = tfds.builder('fashion_mnist', data_dir=real_data_dir)
+  tail = next(iter(tfds.as_numpy(builder.as_dataset(split='train[-5000:]',
+                                                    batch_size=5000))))
+  np.testing.assert_array_equal(splits['validation']['image'], tail['image'])
+  np.testing.assert_array_equal(splits['validation']['label'], tail['label'])
+
+  # The first read left the decoded splits in TFDS's folder; the next read
+  # takes them from there and gives the same arrays.
+  assert input_pipeline.find_cache(config) == builder.data_dir
+  again = input_pipeline.load_splits(config)
+  for name, split in splits.items():
+    for key in ('image', 'label'):
+      np.testing.assert_array_equal(again[name][key], split[key])
+      assert again[name][key].dtype == split[key].dtype
+
+
+def test_cache_is_found_by_newest_complete_version(tmp_path):
+  config = _util.tiny_config().data
+  config.data_dir = str(tmp_path)
+  assert input_pipeline.find_cache(config) is None
+  for version, splits in (('3.0.1', ('train', 'test')), ('3.0.10', ('train',)),
+                          ('3.0.2', ('train', 'test'))):
+    folder = tmp_path / 'fashion_mnist' / version
+    folder.mkdir(parents=True)
+    for split in splits:
+      (folder / input_pipeline.CACHE_FILE.format(split=split)).write_bytes(b'')
+  # 3.0.10 is newest but lacks its test split.
+  assert input_pipeline.find_cache(config) == str(
+      tmp_path / 'fashion_mnist' / '3.0.2')
 
 
 def test_missing_manual_files(tmp_path):

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from cnn_jax import input_pipeline
 import _util
 
 
@@ -46,6 +47,32 @@ def test_end_to_end_on_a_real_slice(tmp_path, real_data_dir):
     assert word in epoch_lines[0]
   # Library chatter (orbax's INFO lines) stays off the console.
   assert 'orbax' not in proc.stderr
+
+
+def test_trains_without_tensorflow_from_the_cache(tmp_path, real_data_dir):
+  """Once the decoded splits are cached, a run needs no TensorFlow or TFDS."""
+  config = _util.tiny_config().data
+  config.update(data_dir=real_data_dir, manual_dir=_util.MANUAL_DIR,
+                cache=True)
+  input_pipeline.load_splits(config)  # Prepares and caches, if not yet done.
+  workdir = tmp_path / 'run'
+  argv = ['cnn_jax.main', f'--config={_util.ROOT}/configs/default.py',
+          f'--workdir={workdir}', '--config.num_epochs=1',
+          '--config.batch_size=50', '--config.data.num_train_examples=500',
+          f'--config.data.data_dir={real_data_dir}']
+  # A module set to None in sys.modules fails to import.
+  script = ('import runpy, sys\n'
+            'sys.modules["tensorflow"] = sys.modules["tensorflow_datasets"] = None\n'
+            f'sys.argv = {argv!r}\n'
+            'runpy.run_module("cnn_jax.main", run_name="__main__")\n')
+  proc = subprocess.run([sys.executable, '-c', script], cwd=_util.ROOT,
+                        capture_output=True, text=True, timeout=600,
+                        env=_util.subprocess_env(1))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(workdir / 'summary.json') as f:
+    summary = json.load(f)
+  assert summary['epochs_completed'] == 1
+  assert summary['test_accuracy'] > 0.3  # 10 steps of real images.
 
 
 BAD_INPUTS = {
