@@ -64,8 +64,8 @@ def create_train_state(rng: jax.Array, model: models.CNN,
                        tx: optax.GradientTransformation) -> TrainState:
   """Initializes parameters, BatchNorm statistics and the optimizer state."""
   dummy = jnp.zeros((1,) + input_pipeline.IMAGE_SHAPE, jnp.float32)
-  # One compiled program: run op by op, init compiled each op on its own,
-  # about 3 s of a run's start-up here.
+  # One compiled program: op by op, init compiled each op on its own and
+  # took seconds of a run's start-up (README, Speed).
   variables = jax.jit(functools.partial(model.init, train=False))(rng, dummy)
   return TrainState.create(
       apply_fn=model.apply,

@@ -6,10 +6,12 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 import tensorflow_datasets as tfds
 
 from cnn_jax import report
 from cnn_jax import sweep
+from cnn_jax import validation
 import _util
 
 SWEEP = {
@@ -38,6 +40,16 @@ def test_points_are_the_cross_product_with_readable_names():
       'activation=tanh,pooling=max,seed=0', 'activation=tanh,pooling=max,seed=1']
   config = sweep.point_config(_util.tiny_config(), pts[3])
   assert config.model.activation == 'tanh' and config.seed == 1
+
+
+def test_misspelt_axis_is_refused_naming_the_field():
+  """Points are built on a locked config: a typo cannot add a field."""
+  with pytest.raises(validation.ConfigError,
+                     match='sweep axis model.activaton is not a config field '
+                           r'\(did you mean model.activation\?\)'):
+    sweep.point_config(_util.tiny_config(), {'model.activaton': 'tanh'})
+  with pytest.raises(validation.ConfigError, match='wrong type'):
+    sweep.point_config(_util.tiny_config(), {'learning_rate': 'fast'})
 
 
 def test_sweep_runs_resumes_and_skips_finished_points(tmp_path):
