@@ -11,6 +11,7 @@ from absl import logging
 import jax
 
 from cnn_jax import cli
+from cnn_jax import records
 from cnn_jax import train
 from cnn_jax import validation
 
@@ -23,7 +24,7 @@ def main(argv: list[str]) -> None:
                jax.process_index(), jax.process_count())
   try:
     train.train_and_evaluate(cli.FLAGS.config, cli.FLAGS.workdir)
-  except validation.ConfigError as e:
+  except (validation.ConfigError, records.FolderInUse) as e:
     cli.fail(str(e))
 
 

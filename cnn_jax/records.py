@@ -1,20 +1,60 @@
-"""Result files: written atomically, and stamped with the code that made them.
+"""Result files: written atomically, stamped with the code that made them,
+and in folders that one process at a time may write.
 
 Every JSON result (summary.json, metrics.jsonl, sweep.json, benchmark.json)
 goes through `write_json` or `write_json_lines`, so a reader or a killed
 process never leaves half a file behind.
 """
 
+import fcntl
 import importlib.metadata
 import json
 import os
+import socket
 import subprocess
-from typing import Any
+from typing import IO, Any
 
 import flax
 import jax
 import optax
 import orbax.checkpoint as ocp
+
+
+LOCK_FILE = '.lock'
+# Folders this process has claimed, with their open lock files.
+_claimed: dict[str, IO[str]] = {}
+
+
+class FolderInUse(RuntimeError):
+  """Another process holds the folder a run or sweep would write."""
+
+
+def claim_folder(folder: str) -> None:
+  """Claims `folder` for this process until it exits, or raises FolderInUse.
+
+  Two processes writing one run or sweep folder would overwrite each
+  other's checkpoints and summaries. The claim is an flock on
+  `folder/.lock`, which the OS releases when the process ends, a `kill -9`
+  included. Claiming a folder this process already holds is a no-op.
+  """
+  folder = os.path.realpath(folder)
+  if folder in _claimed:
+    return
+  os.makedirs(folder, exist_ok=True)
+  f = open(os.path.join(folder, LOCK_FILE), 'a+')  # pylint: disable=consider-using-with
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    f.seek(0)
+    holder = f.read().strip() or 'another process'
+    f.close()
+    raise FolderInUse(f'{folder} is in use by {holder}; wait for it to end '
+                      f'or stop it') from None
+  f.seek(0)
+  f.truncate()
+  f.write(f'process {os.getpid()} on {socket.gethostname()}\n')
+  f.flush()
+  _claimed[folder] = f
 
 
 def _write_atomically(path: str, text: str) -> None:

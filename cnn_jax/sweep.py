@@ -164,6 +164,7 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
   writes = parallel.is_main_process()
   os.makedirs(workdir, exist_ok=True)
   if writes:
+    records.claim_folder(workdir)
     records.write_json(os.path.join(workdir, SWEEP_FILE),
                        dict(sweep, points=listing))
   pending = [n for n in names if status[n] != 'done']
@@ -209,7 +210,7 @@ def main(argv: list[str]) -> None:
                   else FLAGS.vmap_seeds == 'true')
     status = run_sweep(FLAGS.config, sweep, FLAGS.workdir, FLAGS.dry_run,
                        vmap_seeds)
-  except validation.ConfigError as e:
+  except (validation.ConfigError, records.FolderInUse) as e:
     cli.fail(str(e))
   if any(s == 'failed' for s in status.values()):
     sys.exit(1)

@@ -24,6 +24,7 @@ import optax
 from cnn_jax import input_pipeline
 from cnn_jax import models
 from cnn_jax import parallel
+from cnn_jax import records
 from cnn_jax import run as run_lib
 from cnn_jax import validation
 
@@ -299,6 +300,9 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
   start_time = time.time()
   elapsed = lambda: time.time() - start_time
   configs = _seed_configs(config, seeds, workdirs)
+  if parallel.is_main_process():  # The other processes write no run files.
+    for workdir in workdirs:
+      records.claim_folder(workdir)
 
   # --- Input pipeline -------------------------------------------------------
   splits = input_pipeline.load_splits(config.data)

@@ -1,6 +1,8 @@
 """Helpers shared by the tests: the tiny config every test derives from."""
 
 import os
+import subprocess
+import sys
 
 from configs import default
 
@@ -40,3 +42,16 @@ def tiny_config():
   # Mock data must neither read nor write the cache of real data.
   config.data.cache = False
   return config
+
+
+def hold_folder(folder):
+  """Another process that claims `folder` and sleeps; returns once it holds it."""
+  code = ('import sys, time\n'
+          'from cnn_jax import records\n'
+          'records.claim_folder(sys.argv[1])\n'
+          'print("claimed", flush=True)\n'
+          'time.sleep(120)\n')
+  proc = subprocess.Popen([sys.executable, '-c', code, str(folder)],
+                          cwd=ROOT, stdout=subprocess.PIPE, text=True)
+  assert proc.stdout.readline().strip() == 'claimed'
+  return proc

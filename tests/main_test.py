@@ -1,6 +1,7 @@
 """The command line, run as a user runs it: in a subprocess."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -73,6 +74,21 @@ def test_trains_without_tensorflow_from_the_cache(tmp_path, real_data_dir):
     summary = json.load(f)
   assert summary['epochs_completed'] == 1
   assert summary['test_accuracy'] > 0.3  # 10 steps of real images.
+
+
+def test_a_workdir_in_use_is_refused_at_once(tmp_path):
+  holder = _util.hold_folder(tmp_path / 'run')
+  try:
+    proc = _main(workdir=tmp_path / 'run')
+  finally:
+    holder.kill()
+    holder.wait()
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  errors = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
+  assert len(errors) == 1, proc.stderr[-2000:]
+  assert f'is in use by process {holder.pid} on ' in errors[0]
+  assert 'Traceback' not in proc.stderr
+  assert os.listdir(tmp_path / 'run') == ['.lock']  # Nothing of a run.
 
 
 BAD_INPUTS = {

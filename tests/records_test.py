@@ -1,0 +1,37 @@
+"""Result files written whole, and one process per run or sweep folder."""
+
+import json
+import os
+
+import pytest
+
+from cnn_jax import records
+import _util
+
+
+def test_a_claimed_folder_is_refused_until_its_holder_is_killed(tmp_path):
+  holder = _util.hold_folder(tmp_path)
+  try:
+    with pytest.raises(records.FolderInUse,
+                       match=f'in use by process {holder.pid} on '):
+      records.claim_folder(str(tmp_path))
+  finally:
+    holder.kill()  # SIGKILL: no clean-up code of the holder runs.
+    holder.wait()
+  records.claim_folder(str(tmp_path))
+  records.claim_folder(str(tmp_path))  # Again from the same process: no-op.
+  with open(tmp_path / records.LOCK_FILE) as f:
+    assert f.read().startswith(f'process {os.getpid()} on ')
+
+
+def test_json_files_are_replaced_whole(tmp_path):
+  path = str(tmp_path / 'summary.json')
+  records.write_json(path, {'b': 1, 'a': [1.5]})
+  records.write_json(path, {'a': 2})
+  with open(path) as f:
+    assert json.load(f) == {'a': 2}
+  lines = str(tmp_path / 'metrics.jsonl')
+  records.write_json_lines(lines, [{'epoch': 1}, {'epoch': 2}])
+  assert records.read_json_lines(lines) == [{'epoch': 1}, {'epoch': 2}]
+  assert records.read_json_lines(str(tmp_path / 'none.jsonl')) == []
+  assert sorted(os.listdir(tmp_path)) == ['metrics.jsonl', 'summary.json']
