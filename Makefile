@@ -14,10 +14,12 @@ MANUAL_FLAG := $(if $(wildcard $(MANUAL_DIR)/train-images-idx3-ubyte.gz),--confi
 
 setup: $(VENV)/.installed
 
-# Re-installs only when the dependency list changes.
+# Re-installs only when the dependency list changes. --no-compile: byte-
+# compiling every module of TensorFlow and PyTorch took about 90 s of a
+# fresh install here; Python compiles the few it imports on first use.
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m pip install -q --no-compile -e '.[test,bench]'
 	touch $@
 
 train: setup
