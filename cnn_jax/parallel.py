@@ -41,6 +41,13 @@ class Parallelism(abc.ABC):
                          f'jax.devices(): {mine}')
     # The rows of a SHARDED host array that this process feeds.
     self.local_rows = slice(mine[0], mine[-1] + 1)
+    # XLA's CPU devices in one process share one small thread pool, and a
+    # collective waits on a pool thread: if steps are dispatched ahead, one
+    # device's later all-reduces can hold every thread while the other
+    # device still needs one for its earlier step, and both wait forever
+    # (README, "One GPU, several GPUs..."). Such loops wait for each step.
+    self.wait_each_step = (jax.default_backend() == 'cpu'
+                           and jax.local_device_count() > 1)
 
   @abc.abstractmethod
   def replicate(self, tree: Any) -> Any:

@@ -346,6 +346,8 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
     for step_id in step_ids:
       state, metrics = p_train_batch(state, train_data, key, indices, step_id)
       step_metrics.append(metrics)
+      if par.wait_each_step:
+        jax.block_until_ready(metrics)
     # One host sync per epoch, not per step; [steps, seeds] per metric.
     step_metrics = stack(par.get(step_metrics))
     seconds = time.time() - t0
