@@ -15,9 +15,9 @@ MANUAL_FLAG := $(if $(wildcard $(MANUAL_DIR)/train-images-idx3-ubyte.gz),--confi
 setup: $(VENV)/.installed
 
 # Re-installs only when the dependency list changes. --no-compile: byte-
-# compiling every module of TensorFlow and PyTorch is most of a fresh
-# install here (about 60 s without it, 150 s with); Python compiles the
-# modules it imports on first use instead.
+# compiling every module of TensorFlow and PyTorch was most of a fresh
+# install here (60 s with the option in a new venv; about 150 s without, in
+# .ci/run); Python compiles the modules it imports on first use instead.
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --no-compile -e '.[test,bench]'

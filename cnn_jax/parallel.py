@@ -1,4 +1,4 @@
-"""How the per-device steps run over all devices: `pmap`, or `jit` + `shard_map`.
+"""Where the per-device steps run: all devices, by `pmap` or `jit(shard_map)`.
 
 Both map one per-device function over the devices of every process along one
 named axis, AXIS, so the collectives inside it (the gradient `pmean`,

@@ -41,7 +41,8 @@ def claim_folder(folder: str) -> None:
   if folder in _claimed:
     return
   os.makedirs(folder, exist_ok=True)
-  f = open(os.path.join(folder, LOCK_FILE), 'a+')  # pylint: disable=consider-using-with
+  # Held open until the process exits: closing it would drop the lock.
+  f = open(os.path.join(folder, LOCK_FILE), 'a+')  # pylint: disable=R1732
   try:
     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except BlockingIOError:

@@ -63,7 +63,9 @@ def point_name(point: dict[str, Any]) -> str:
                   for field, value in point.items())
 
 
-def _field_names(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
+def _field_names(config: ml_collections.ConfigDict,
+                 prefix: str = '') -> list[str]:
+  """Every leaf field's dotted name, for suggesting the one a typo meant."""
   names = []
   for key, value in config.items():
     if isinstance(value, ml_collections.ConfigDict):

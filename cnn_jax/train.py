@@ -126,7 +126,7 @@ def eval_step(state: TrainState, batch: dict[str, jnp.ndarray]
 def epoch_plan(seed_key: jax.Array, epoch: jnp.ndarray, *, num_examples: int,
                batch_size: int, num_devices: int
                ) -> tuple[jax.Array, jnp.ndarray]:
-  """The epoch's key and this device's example indices [steps, batch // devices].
+  """The epoch's key and this device's indices, [steps, batch // devices].
 
   Every device draws the same permutation from the run's key and the epoch
   number, and takes its own slice of each global batch.
@@ -180,7 +180,7 @@ def evaluate_split(state: TrainState, split: dict[str, jnp.ndarray]
 
 def compile_train_batch(config: ml_collections.ConfigDict,
                         par: parallel.Parallelism) -> Callable:
-  """(state, data, key, indices, step) -> (state, metrics); donates the state."""
+  """(state, data, key, indices, step) -> (state, metrics); donates state."""
   augment = functools.partial(input_pipeline.augment,
                               flip=config.data.random_flip,
                               shift=config.data.random_shift)

@@ -45,7 +45,7 @@ def tiny_config():
 
 
 def hold_folder(folder):
-  """Another process that claims `folder` and sleeps; returns once it holds it."""
+  """Starts a process that claims `folder` and sleeps; returns once it does."""
   code = ('import sys, time\n'
           'from cnn_jax import records\n'
           'records.claim_folder(sys.argv[1])\n'

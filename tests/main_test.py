@@ -63,7 +63,8 @@ def test_trains_without_tensorflow_from_the_cache(tmp_path, real_data_dir):
           f'--config.data.data_dir={real_data_dir}']
   # A module set to None in sys.modules fails to import.
   script = ('import runpy, sys\n'
-            'sys.modules["tensorflow"] = sys.modules["tensorflow_datasets"] = None\n'
+            'for name in ("tensorflow", "tensorflow_datasets"):\n'
+            '  sys.modules[name] = None\n'
             f'sys.argv = {argv!r}\n'
             'runpy.run_module("cnn_jax.main", run_name="__main__")\n')
   proc = subprocess.run([sys.executable, '-c', script], cwd=_util.ROOT,
