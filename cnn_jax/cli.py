@@ -5,16 +5,24 @@ Bad input is not a crash: it gets one `error:` line naming the field, exit
 status 2 and no traceback.
 """
 
+import importlib.util
+import os
 import sys
+import types
 from typing import NoReturn
 
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+import cnn_jax
+from cnn_jax import errors
 from cnn_jax import parallel
 
 FLAGS = flags.FLAGS
+# The checkout this package runs from: its configs/ serve config files that
+# `from configs import default` from anywhere.
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(cnn_jax.__file__)))
 
 
 def define_flags(*, config: bool = True, distributed: bool = True) -> None:
@@ -30,6 +38,11 @@ def define_flags(*, config: bool = True, distributed: bool = True) -> None:
         'config', None, 'Path to a config file (get_config()).',
         lock_config=True)
     flags.mark_flag_as_required('config')
+    flags.DEFINE_bool('start_over', False,
+                      'Discard the run in --workdir (checkpoints, metrics, '
+                      'summary) and train it from scratch; in a sweep, the '
+                      'points whose config changed. Needed to rerun a '
+                      'folder with another config.')
   if not distributed:
     return
   flags.DEFINE_string('coordinator_address', None,
@@ -63,9 +76,63 @@ def start() -> None:
     logging.set_verbosity(logging.WARNING)
 
 
-def fail(message: str) -> NoReturn:
-  print(f'error: {message}', file=sys.stderr)
-  sys.exit(2)
+def fail(message: str, status: int = 2) -> NoReturn:
+  """One `error:` line and exit `status`: the user's mistake, no traceback."""
+  print(f'error: {" ".join(message.split())}', file=sys.stderr)
+  sys.exit(status)
+
+
+def _config_path(argv: list[str]) -> str | None:
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      return arg.split('=', 1)[1]
+    if arg == '--config' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _make_configs_importable(path: str) -> None:
+  """Lets a config file `from configs import default` from any directory.
+
+  The folder above the file's own `configs/` comes first; this checkout's
+  is the fallback, for a copy of a config saved elsewhere.
+  """
+  folder = os.path.dirname(os.path.abspath(path))
+  while os.path.dirname(folder) != folder:
+    if os.path.basename(folder) == 'configs':
+      sys.path.insert(0, os.path.dirname(folder))
+      break
+    folder = os.path.dirname(folder)
+  if os.path.isdir(os.path.join(_REPO, 'configs')):
+    sys.path.append(_REPO)
+
+
+def _root_cause(e: BaseException) -> BaseException:
+  while e.__cause__ is not None:
+    e = e.__cause__
+  return e
+
+
+def config_file() -> str:
+  """The --config file's path, `~` expanded."""
+  return os.path.expanduser(config_flags.get_config_filename(FLAGS['config']))
+
+
+def load_config_module(path: str) -> types.ModuleType:
+  """Imports a config file; raises UserError naming it if it cannot be run."""
+  if not os.path.isfile(path):
+    raise errors.UserError(f'--config: no config file at {path}')
+  spec = importlib.util.spec_from_file_location('config_file', path)
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:  # pylint: disable=broad-except
+    # Whatever a config file raises is a mistake in the file.
+    raise errors.UserError(f'--config: {path} failed to load: '
+                           f'{type(e).__name__}: {e}') from None
+  if not hasattr(module, 'get_config'):
+    raise errors.UserError(f'--config: {path} has no get_config()')
+  return module
 
 
 def _unknown_field(argv: list[str], key: str) -> str:
@@ -79,7 +146,19 @@ def _unknown_field(argv: list[str], key: str) -> str:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser, with flag and config errors reduced to one line."""
+  """absl's parser, with flag and config errors reduced to one line.
+
+  The config file is imported once here first, so that a missing file or
+  one that raises is named on one line rather than in absl's traceback.
+  """
+  path = _config_path(argv)
+  if path is not None:
+    path = os.path.expanduser(path)
+    _make_configs_importable(path)
+    try:
+      load_config_module(path)
+    except errors.UserError as e:
+      fail(str(e))
   try:
     return FLAGS(argv)
   except flags.Error as e:

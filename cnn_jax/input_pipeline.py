@@ -11,23 +11,50 @@ Later runs read those without importing TensorFlow, which starts them
 faster (README) and lets machines without TensorFlow train.
 """
 
+import dataclasses
 import functools
+import hashlib
 import os
+import tempfile
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from cnn_jax import errors
 from cnn_jax import parallel
 
-# The files TFDS's fashion_mnist builder downloads, hence the ones manual_dir needs.
-MANUAL_FILES = (
-    'train-images-idx3-ubyte.gz',
-    'train-labels-idx1-ubyte.gz',
-    't10k-images-idx3-ubyte.gz',
-    't10k-labels-idx1-ubyte.gz',
-)
+class DataError(errors.UserError):
+  """The data cannot be read or prepared: a file, a folder, a dataset name."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """What the config checks need to know of a dataset before reading it."""
+  num_classes: int
+  num_train: int
+  num_test: int
+  # SHA-256 of each file TFDS's builder downloads, hence the ones
+  # `config.data.manual_dir` needs: a bad copy is named before TFDS runs.
+  manual_files: dict[str, str]
+
+
+# The model's input is 28x28 grey (IMAGE_SHAPE): datasets of that form only.
+DATASETS = {
+    'fashion_mnist': Dataset(
+        num_classes=10, num_train=60_000, num_test=10_000, manual_files={
+            'train-images-idx3-ubyte.gz':
+                '3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84',
+            'train-labels-idx1-ubyte.gz':
+                'a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845',
+            't10k-images-idx3-ubyte.gz':
+                '346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073',
+            't10k-labels-idx1-ubyte.gz':
+                '67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5',
+        }),
+}
+MANUAL_FILES = tuple(DATASETS['fashion_mnist'].manual_files)
 IMAGE_SHAPE = (28, 28, 1)
 # Read in chunks: `batch_size=-1` aborts under tfds.testing.mock_data.
 _READ_BATCH = 10_000
@@ -44,6 +71,21 @@ def missing_manual_files(manual_dir: str) -> list[str]:
           if not os.path.isfile(os.path.join(manual_dir, f))]
 
 
+def check_manual_files(dataset: str, manual_dir: str) -> None:
+  """Raises DataError naming the first file that is not the official one.
+
+  TFDS would refuse it too, but in a message that names a URL; a truncated
+  or corrupted copy is the usual cause, and the file is what to replace.
+  """
+  for name, expected in DATASETS[dataset].manual_files.items():
+    path = os.path.join(manual_dir, name)
+    with open(path, 'rb') as f:
+      digest = hashlib.file_digest(f, 'sha256').hexdigest()
+    if digest != expected:
+      raise DataError(f'{path} is not the official {name} (its SHA-256 '
+                      f'differs: truncated or corrupted?); replace it')
+
+
 def _read(builder, split: str) -> Split:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   chunks = list(tfds.as_numpy(builder.as_dataset(split=split,
@@ -58,6 +100,20 @@ def _tfds_data_dir(data_dir: str) -> str:
   """The folder TFDS uses for `config.data.data_dir` ('' = TFDS's default)."""
   return os.path.expanduser(data_dir or os.environ.get('TFDS_DATA_DIR')
                             or '~/tensorflow_datasets')
+
+
+def _writable(folder: str) -> bool:
+  """Whether `folder`, or the nearest existing folder above it, is writable."""
+  while not os.path.exists(folder):
+    parent = os.path.dirname(folder)
+    if parent == folder:
+      return False
+    folder = parent
+  try:  # Tried, not inferred from the mode bits: root ignores those.
+    with tempfile.TemporaryFile(dir=folder):
+      return True
+  except OSError:
+    return False
 
 
 def _version_key(name: str) -> tuple[int, ...]:
@@ -84,8 +140,15 @@ def _prepare_and_read(data_config: ml_collections.ConfigDict
                       ) -> tuple[dict[str, Split], str]:
   """TFDS's full splits, prepared first where needed, and their folder."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  builder = tfds.builder(data_config.dataset,
-                         data_dir=data_config.data_dir or None)
+  data_dir = _tfds_data_dir(data_config.data_dir)
+  builder = tfds.builder(data_config.dataset, data_dir=data_dir)
+  if not builder.is_prepared():
+    if not _writable(data_dir):
+      raise DataError(f'config.data.data_dir: cannot write in {data_dir} to '
+                      f'prepare {data_config.dataset}; choose a writable '
+                      f'folder')
+    if data_config.manual_dir:
+      check_manual_files(data_config.dataset, data_config.manual_dir)
   prepare = functools.partial(
       builder.download_and_prepare,
       download_config=tfds.download.DownloadConfig(
@@ -108,8 +171,28 @@ def _write_cache(folder: str, splits: dict[str, Split]) -> None:
     os.replace(tmp, path)  # All or nothing: find_cache never sees half.
 
 
+def _read_full(data_config: ml_collections.ConfigDict) -> dict[str, Split]:
+  """TFDS's full splits: from the cache if there is one, else through TFDS."""
+  folder = find_cache(data_config) if data_config.cache else None
+  if folder:
+    full = {}
+    for split in _SPLITS:
+      with np.load(os.path.join(folder, CACHE_FILE.format(split=split))) as f:
+        full[split] = {'image': f['image'], 'label': f['label']}
+    return full
+  full, folder = _prepare_and_read(data_config)
+  if data_config.cache and parallel.is_main_process():
+    _write_cache(folder, full)
+  return full
+
+
+# Full splits read by this process, so that the points of a sweep read the
+# data once (with config.data.cache on; mock data in tests turn it off).
+_loaded: dict[tuple[str, str], dict[str, Split]] = {}
+
+
 def load_splits(data_config: ml_collections.ConfigDict) -> dict[str, Split]:
-  """Reads three splits: from the cache if there is one, else through TFDS.
+  """Reads three splits: from memory, the cache, or else through TFDS.
 
   Validation is the tail of TFDS's train split, so model selection never
   sees the test split.
@@ -121,16 +204,13 @@ def load_splits(data_config: ml_collections.ConfigDict) -> dict[str, Split]:
     {'train', 'validation', 'test'} -> {'image': uint8 [N, 28, 28, 1],
     'label': int32 [N]}.
   """
-  folder = find_cache(data_config) if data_config.cache else None
-  if folder:
-    full = {}
-    for split in _SPLITS:
-      with np.load(os.path.join(folder, CACHE_FILE.format(split=split))) as f:
-        full[split] = {'image': f['image'], 'label': f['label']}
-  else:
-    full, folder = _prepare_and_read(data_config)
-    if data_config.cache and parallel.is_main_process():
-      _write_cache(folder, full)
+  key = (data_config.dataset, _tfds_data_dir(data_config.data_dir))
+  full = _loaded.get(key) if data_config.cache else None
+  if full is None:
+    full = _read_full(data_config)
+    if data_config.cache:
+      _loaded.clear()  # One dataset in memory at a time.
+      _loaded[key] = full
   n_val = data_config.num_validation_examples
   train = full['train']
   splits = {

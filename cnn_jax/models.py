@@ -53,6 +53,25 @@ class CNN(nn.Module):
 _TinyCNN = functools.partial(CNN, features=(4,), kernel_size=3)
 
 
+def feature_map_sides(model_config: ml_collections.ConfigDict,
+                      side: int) -> list[int]:
+  """The side of each stage's pooled feature map, from an input of `side`.
+
+  Convs keep the size ("same" padding); each pool applies the seed's
+  formula floor((W - F + 2P) / S) + 1. A side below 1 means the pool's
+  window no longer fits: the caller refuses such a config.
+  """
+  sides = []
+  for _ in model_config.features:
+    side = pooling.output_size(side, model_config.pool_window,
+                               model_config.pool_stride,
+                               model_config.pool_padding)
+    sides.append(side)
+    if side < 1:
+      break
+  return sides
+
+
 def create_model(model_config: ml_collections.ConfigDict, **kwargs: Any) -> CNN:
   """Builds the CNN a config describes, resolving part names in the registry."""
   pool = functools.partial(

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import subprocess
+import tempfile
 from typing import IO, Any
 
 import flax
@@ -19,14 +20,58 @@ import jax
 import optax
 import orbax.checkpoint as ocp
 
+from cnn_jax import errors
+
 
 LOCK_FILE = '.lock'
 # Folders this process has claimed, with their open lock files.
 _claimed: dict[str, IO[str]] = {}
 
 
-class FolderInUse(RuntimeError):
+class FolderError(errors.UserError):
+  """A run or sweep folder that cannot be written: a file, a read-only place."""
+
+
+class FolderInUse(FolderError):
   """Another process holds the folder a run or sweep would write."""
+
+
+def check_folder(folder: str, what: str = 'workdir') -> str:
+  """Raises FolderError unless `folder` can be claimed; creates nothing.
+
+  Called before the data are loaded, so that a mistyped or read-only workdir
+  or a folder another process holds is refused at once.
+
+  Returns:
+    The folder as an absolute path, `~` expanded.
+  """
+  folder = os.path.abspath(os.path.expanduser(folder))
+  if os.path.exists(folder) and not os.path.isdir(folder):
+    raise FolderError(f'{what} {folder} is a file, not a folder')
+  existing = folder
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise FolderError(f'{what} {folder} cannot be made: {existing} is a file')
+  try:  # Tried, not inferred from the mode bits: root ignores those.
+    with tempfile.TemporaryFile(dir=existing):
+      pass
+  except OSError as e:
+    raise FolderError(f'{what} {folder} cannot be written: {e.strerror} '
+                      f'in {existing}') from None
+  lock = os.path.join(folder, LOCK_FILE)
+  if os.path.exists(lock) and os.path.realpath(folder) not in _claimed:
+    with open(lock) as f:
+      try:
+        fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+      except BlockingIOError:
+        raise FolderInUse(_in_use(folder, f.read())) from None
+  return folder
+
+
+def _in_use(folder: str, holder: str) -> str:
+  return (f'{folder} is in use by {holder.strip() or "another process"}; '
+          f'wait for it to end or stop it')
 
 
 def claim_folder(folder: str) -> None:
@@ -37,7 +82,7 @@ def claim_folder(folder: str) -> None:
   `folder/.lock`, which the OS releases when the process ends, a `kill -9`
   included. Claiming a folder this process already holds is a no-op.
   """
-  folder = os.path.realpath(folder)
+  folder = os.path.realpath(check_folder(folder))
   if folder in _claimed:
     return
   os.makedirs(folder, exist_ok=True)
@@ -47,10 +92,9 @@ def claim_folder(folder: str) -> None:
     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except BlockingIOError:
     f.seek(0)
-    holder = f.read().strip() or 'another process'
+    holder = f.read()
     f.close()
-    raise FolderInUse(f'{folder} is in use by {holder}; wait for it to end '
-                      f'or stop it') from None
+    raise FolderInUse(_in_use(folder, holder)) from None
   f.seek(0)
   f.truncate()
   f.write(f'process {os.getpid()} on {socket.gethostname()}\n')

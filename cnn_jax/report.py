@@ -3,9 +3,13 @@
   python -m cnn_jax.report --workdir=DIR [--format=markdown|latex|csv]
 
 Reads only what the runs wrote (DIR/sweep.json and each point's summary.json,
-metrics.jsonl and config); a point that failed or has not finished shows as
-such, never as a number. Writes table.{md,tex,csv}, heatmap.png and
-learning_curves.png into DIR's parent folder and prints the table.
+metrics.jsonl and config); a point that failed, diverged, has not finished or
+whose files are unreadable shows as such, never as a number. Writes
+table.{md,tex,csv}, heatmap.png and learning_curves.png into DIR's parent
+folder, all of them only once everything is read, and prints the table.
+
+A bad sweep.json is a `ReportError` (one `error:` line); a bad file of one
+point is a `warning:` line and that point counts as unreadable.
 """
 
 import collections
@@ -13,14 +17,38 @@ import json
 import math
 import os
 import statistics
+import sys
 from typing import Any
 
 from absl import app
 from absl import flags
 
 from cnn_jax import cli
+from cnn_jax import errors
 
 FLAGS = flags.FLAGS
+
+SWEEP_FILE = 'sweep.json'
+SUMMARY_FILE = 'summary.json'
+METRICS_FILE = 'metrics.jsonl'
+FAILED_FILE = 'error.txt'
+# The summary.json numbers a table can show; the sweep launcher checks a
+# spec's metric against these before any point runs.
+METRICS = ('test_accuracy', 'test_loss', 'best_val_accuracy',
+           'final_val_accuracy', 'train_images_per_sec', 'wall_time_s')
+# Metrics whose best cell is the smallest mean, not the largest.
+LOWER_IS_BETTER = ('test_loss', 'wall_time_s')
+_SWEEP_FIELDS = ('axes', 'rows', 'cols', 'metric', 'points')
+_OUTPUTS = ('table.md', 'table.tex', 'table.csv', 'heatmap.png',
+            'learning_curves.png')
+
+
+class ReportError(errors.UserError):
+  """A sweep folder the report cannot tabulate: a bad sweep.json, no points."""
+
+
+class _Unreadable(Exception):
+  """One file is empty, corrupt or lacks a field; the message says which."""
 
 
 def _get(config: dict[str, Any], field: str) -> Any:
@@ -29,48 +57,197 @@ def _get(config: dict[str, Any], field: str) -> Any:
   return config
 
 
-def _read_json_lines(path: str) -> list[dict[str, Any]]:
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+def _read_text(path: str) -> str:
+  try:
+    with open(path, encoding='utf-8') as f:
+      text = f.read()
+  except UnicodeDecodeError:
+    raise _Unreadable('not UTF-8 text') from None
+  except OSError as e:
+    raise _Unreadable(f'cannot be read: {e.strerror or e}') from None
+  if not text.strip():
+    raise _Unreadable('empty')
+  return text
+
+
+def _parse_json(text: str, line: int | None = None) -> Any:
+  """The JSON of `text`, the whole file's or that of its line `line`."""
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    # e.msg may end in ' at' ('Unterminated string starting at').
+    msg = e.msg.removesuffix(' at')
+    where = (f'line {line} is not valid JSON: {msg} at column {e.colno}'
+             if line else
+             f'not valid JSON: {msg} at line {e.lineno} column {e.colno}')
+    raise _Unreadable(where) from None
+
+
+def _is_number(x: Any) -> bool:
+  return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _names(values: Any) -> str:
+  return ', '.join(str(v) for v in values)
+
+
+def read_sweep(workdir: str) -> dict[str, Any]:
+  """DIR/sweep.json, checked, or a ReportError naming the file and the fault.
+
+  Checked up front so that a bad spec is one error line, not a KeyError deep
+  in the table code, and nothing is written.
+  """
+  path = os.path.join(workdir, SWEEP_FILE)
+  if not os.path.isfile(path):
+    raise ReportError(f'{path} does not exist; --workdir must be a sweep '
+                      f'folder holding {SWEEP_FILE}')
+  try:
+    sweep = _parse_json(_read_text(path))
+  except _Unreadable as e:
+    raise ReportError(f'{path} is unreadable ({e})') from None
+  if not isinstance(sweep, dict):
+    raise ReportError(f'{path} is not a JSON object')
+  lacking = [k for k in _SWEEP_FIELDS if k not in sweep]
+  if lacking:
+    raise ReportError(f'{path} lacks {_names(lacking)}')
+  axes = sweep['axes']
+  if not isinstance(axes, dict) or not all(
+      isinstance(v, list) for v in axes.values()):
+    raise ReportError(f'{path}: axes is not a mapping of field to a list of '
+                      f'values')
+  for key in ('rows', 'cols'):
+    if not isinstance(sweep[key], str) or sweep[key] not in axes:
+      raise ReportError(f'{path}: {key} is {sweep[key]}, which is no axis; '
+                        f'the axes are {_names(axes) or "none"}')
+    if any(isinstance(v, (list, dict)) for v in axes[sweep[key]]):
+      raise ReportError(f'{path}: axis {sweep[key]} has lists or mappings '
+                        f'among its values; {key} needs plain values')
+  if sweep['metric'] not in METRICS:
+    raise ReportError(f'{path}: metric is {sweep["metric"]}, which is no '
+                      f'summary metric; the metrics are {_names(METRICS)}')
+  if not isinstance(sweep['points'], list):
+    raise ReportError(f'{path}: points is not a list')
+  if not sweep['points']:
+    raise ReportError(f'{path} lists no points; there is nothing to report')
+  fields = (sweep['rows'], sweep['cols'])
+  for i, point in enumerate(sweep['points']):
+    values = point.get('values') if isinstance(point, dict) else None
+    if (not isinstance(point, dict) or not isinstance(point.get('name'), str)
+        or not isinstance(values, dict)
+        or any(f not in values or isinstance(values[f], (list, dict))
+               for f in fields)):
+      raise ReportError(f'{path}: point {i} lacks a name or plain values for '
+                        f'{_names(fields)}')
+  return sweep
+
+
+def _read_summary(
+    path: str, sweep: dict[str, Any]) -> tuple[tuple[Any, Any], float | None]:
+  """((row, col) of the run's own config, metric value or None if diverged).
+
+  A run that diverged has no metric; so does an old one whose metric went
+  non-finite (written before summaries carried a status).
+  """
+  summary = _parse_json(_read_text(path))
+  if not isinstance(summary, dict):
+    raise _Unreadable('not a JSON object')
+  status = summary.get('status', 'ok')
+  if status not in ('ok', 'diverged'):
+    raise _Unreadable(f'unknown status {status}')
+  try:
+    # The run's own config is the truth about what it ran.
+    key = tuple(_get(summary['config'], sweep[k]) for k in ('rows', 'cols'))
+  except (KeyError, TypeError):
+    raise _Unreadable(f'its config lacks {sweep["rows"]} or '
+                      f'{sweep["cols"]}') from None
+  if status == 'diverged':
+    return key, None
+  value = summary.get(sweep['metric'])
+  if not _is_number(value):
+    raise _Unreadable(f'lacks {sweep["metric"]}')
+  return key, value if math.isfinite(value) else None
+
+
+def _read_curve(path: str) -> list[float]:
+  """The validation accuracy of each epoch in metrics.jsonl."""
+  curve = []
+  for i, line in enumerate(_read_text(path).splitlines(), 1):
+    if not line.strip():
+      continue
+    record = _parse_json(line, i)
+    if not isinstance(record, dict) or not _is_number(
+        record.get('val_accuracy')):
+      raise _Unreadable(f'line {i} lacks val_accuracy')
+    curve.append(record['val_accuracy'])
+  return curve
+
+
+def _warn(path: str, reason: Any, consequence: str) -> None:
+  print(f'warning: {path} is unreadable ({reason}); {consequence}',
+        file=sys.stderr)
 
 
 def collect(workdir: str) -> dict[str, Any]:
-  """Cells of the table: {(row, col): {'values', 'missing', 'failed', 'curves'}}."""
-  with open(os.path.join(workdir, 'sweep.json')) as f:
-    sweep = json.load(f)
+  """Reads the sweep: {'sweep', 'rows', 'cols', 'cells'}.
+
+  cells maps (row, col) to {'values', 'points', 'missing', 'failed',
+  'unreadable', 'diverged', 'curves'}. A point's bad file is a warning on
+  stderr, not an error, so one corrupt run does not hide the rest.
+  """
+  sweep = read_sweep(workdir)
   rows = list(dict.fromkeys(sweep['axes'][sweep['rows']]))
   cols = list(dict.fromkeys(sweep['axes'][sweep['cols']]))
   cells = collections.defaultdict(
-      lambda: {'values': [], 'missing': 0, 'failed': 0, 'curves': []})
+      lambda: {'values': [], 'points': 0, 'missing': 0, 'failed': 0,
+               'unreadable': 0, 'diverged': 0, 'curves': []})
   for point in sweep['points']:
     point_dir = os.path.join(workdir, point['name'])
     key = (point['values'][sweep['rows']], point['values'][sweep['cols']])
-    summary_path = os.path.join(point_dir, 'summary.json')
+    summary_path = os.path.join(point_dir, SUMMARY_FILE)
+    metrics_path = os.path.join(point_dir, METRICS_FILE)
     if os.path.exists(summary_path):
-      with open(summary_path) as f:
-        summary = json.load(f)
-      # The run's own config is the truth about what it ran.
-      key = (_get(summary['config'], sweep['rows']),
-             _get(summary['config'], sweep['cols']))
-      cells[key]['values'].append(summary[sweep['metric']])
-      cells[key]['epochs'] = summary['epochs_completed']
-      cells[key]['curves'].append(
-          [r['val_accuracy'] for r in
-           _read_json_lines(os.path.join(point_dir, 'metrics.jsonl'))])
-    elif os.path.exists(os.path.join(point_dir, 'error.txt')):
-      cells[key]['failed'] += 1
+      try:
+        run_key, value = _read_summary(summary_path, sweep)
+        if run_key[0] not in rows or run_key[1] not in cols:
+          raise _Unreadable(f'its config has {sweep["rows"]}={run_key[0]}, '
+                            f'{sweep["cols"]}={run_key[1]}, not in '
+                            f'{SWEEP_FILE}')
+      except _Unreadable as e:
+        _warn(summary_path, e, 'point counted as unreadable')
+        cells[key]['points'] += 1
+        cells[key]['unreadable'] += 1
+        continue
+      cell = cells[run_key]
+      cell['points'] += 1
+      if value is None:
+        cell['diverged'] += 1
+        continue
+      cell['values'].append(value)
+      if os.path.exists(metrics_path):
+        try:
+          cell['curves'].append(_read_curve(metrics_path))
+        except _Unreadable as e:
+          _warn(metrics_path, e, 'its learning curve is left out')
     else:
-      cells[key]['missing'] += 1
+      cells[key]['points'] += 1
+      if os.path.exists(os.path.join(point_dir, FAILED_FILE)):
+        cells[key]['failed'] += 1
+      else:
+        cells[key]['missing'] += 1
   return {'sweep': sweep, 'rows': rows, 'cols': cols, 'cells': cells}
 
 
 def _cell_text(cell: dict[str, Any], best: bool, fmt: str) -> str:
-  """'mean ± std (n=k)', the best marked; failed and missing runs named."""
+  """'mean ± std (n=k)', the best marked; other runs named by what they are.
+
+  A cell with a diverged seed shows no number at all: the mean of the seeds
+  that survived would flatter the setting.
+  """
   values = cell['values']
   parts = []
-  if values:
+  if cell['diverged']:
+    parts.append(f'diverged ({cell["diverged"]} of {cell["points"]})')
+  elif values:
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     if fmt == 'latex':
@@ -82,19 +259,26 @@ def _cell_text(cell: dict[str, Any], best: bool, fmt: str) -> str:
       if best:
         text = f'**{text}**' if fmt == 'markdown' else f'{text} best'
     parts.append(text)
-  if cell['failed']:
-    parts.append(f'{cell["failed"]} failed')
-  if cell['missing']:
-    parts.append(f'{cell["missing"]} missing')
+  for kind in ('failed', 'unreadable', 'missing'):
+    if cell[kind]:
+      parts.append(f'{cell[kind]} {kind}')
   return '; '.join(parts) or 'missing'
+
+
+def _mean(cell: dict[str, Any]) -> float:
+  """The cell's mean, NaN where it shows no number (none, or a divergence)."""
+  if cell['diverged'] or not cell['values']:
+    return math.nan
+  return statistics.fmean(cell['values'])
 
 
 def table(data: dict[str, Any], fmt: str) -> str:
   """The rows x cols table of mean ± std over seeds, the best mean marked."""
   sweep, cells = data['sweep'], data['cells']
-  means = {k: statistics.fmean(c['values']) for k, c in cells.items()
-           if c['values']}
-  best = max(means, key=means.get) if means else None
+  means = {k: _mean(cells[k]) for k in list(cells)}
+  means = {k: m for k, m in means.items() if not math.isnan(m)}
+  pick = min if sweep['metric'] in LOWER_IS_BETTER else max
+  best = pick(means, key=means.get) if means else None
   header = [f'{sweep["rows"]} / {sweep["cols"]}'] + [str(c) for c in
                                                       data['cols']]
   body = [[str(r)] + [_cell_text(cells[(r, c)], (r, c) == best, fmt)
@@ -115,20 +299,33 @@ def table(data: dict[str, Any], fmt: str) -> str:
   return '\n'.join(out) + '\n'
 
 
-def figures(data: dict[str, Any], out_dir: str) -> None:
-  """heatmap.png of the cell means and learning_curves.png of validation."""
+def _blank_label(cell: dict[str, Any]) -> str:
+  """What a heat-map cell without a number says instead."""
+  for kind in ('diverged', 'failed', 'unreadable'):
+    if cell[kind]:
+      return kind
+  return 'missing'
+
+
+def figures(data: dict[str, Any], out_dir: str, suffix: str = '') -> None:
+  """heatmap.png of the cell means and learning_curves.png of validation.
+
+  Args:
+    data: what `collect` returned.
+    out_dir: the folder the two figures go into.
+    suffix: appended to each file name (PNG whatever the name), so that
+      `write_report` can render them beside the final names and rename.
+  """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   import matplotlib.ticker  # pylint: disable=g-import-not-at-top
 
   sweep, cells = data['sweep'], data['cells']
-  grid = [[statistics.fmean(cells[(r, c)]['values'])
-           if cells[(r, c)]['values'] else math.nan for c in data['cols']]
-          for r in data['rows']]
+  grid = [[_mean(cells[(r, c)]) for c in data['cols']] for r in data['rows']]
   fig, ax = plt.subplots(figsize=(1.6 * len(data['cols']) + 2,
                                   0.8 * len(data['rows']) + 1.5))
-  image = ax.imshow(grid, cmap='viridis')
+  image = ax.imshow(grid, cmap='viridis')  # NaN cells stay blank.
   ax.set_xticks(range(len(data['cols'])), [str(c) for c in data['cols']])
   ax.set_yticks(range(len(data['rows'])), [str(r) for r in data['rows']])
   ax.set_xlabel(sweep['cols'])
@@ -136,54 +333,82 @@ def figures(data: dict[str, Any], out_dir: str) -> None:
   low, high = image.get_clim()
   for i, row in enumerate(grid):
     for j, value in enumerate(row):
-      # Dark text on the light (high) end of viridis, light on the dark end.
-      light = not math.isnan(value) and value > (low + high) / 2
-      ax.text(j, i, 'missing' if math.isnan(value) else f'{value:.4f}',
-              ha='center', va='center', color='k' if light else 'w')
+      blank = math.isnan(value)
+      # Dark text on blank cells and on the light (high) end of viridis,
+      # light text on its dark end.
+      dark = blank or value > (low + high) / 2
+      text = (_blank_label(cells[(data['rows'][i], data['cols'][j])])
+              if blank else f'{value:.4f}')
+      ax.text(j, i, text, ha='center', va='center', color='k' if dark else 'w')
   fig.colorbar(image, ax=ax, label=f'mean {sweep["metric"]}')
   fig.tight_layout()
-  fig.savefig(os.path.join(out_dir, 'heatmap.png'), dpi=120)
+  fig.savefig(os.path.join(out_dir, 'heatmap.png' + suffix), dpi=120,
+              format='png')
   plt.close(fig)
 
   fig, ax = plt.subplots(figsize=(7, 4.5))
   # Colour names the column, line style the row, so no two cells look alike.
   styles = ['-', '--', ':', '-.']
+  plotted = False
   for i, r in enumerate(data['rows']):
     for j, c in enumerate(data['cols']):
-      curves = [cv for cv in cells[(r, c)]['curves'] if cv]
-      if not curves:
+      cell = cells[(r, c)]
+      curves = [cv for cv in cell['curves'] if cv]
+      # No survivors' mean for a cell with a diverged seed, as in the table.
+      if not curves or cell['diverged']:
         continue
       length = min(len(cv) for cv in curves)
       mean = [statistics.fmean(cv[e] for cv in curves) for e in range(length)]
       ax.plot(range(1, length + 1), mean, color=f'C{j % 10}',
               linestyle=styles[i % len(styles)], label=f'{r} / {c}')
+      plotted = True
   ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
   ax.set_xlabel('epoch')
   ax.set_ylabel('validation accuracy (mean over seeds)')
-  ax.legend(fontsize=7, ncol=2)
+  if plotted:  # A legend of nothing is a matplotlib warning.
+    ax.legend(fontsize=7, ncol=2)
   fig.tight_layout()
-  fig.savefig(os.path.join(out_dir, 'learning_curves.png'), dpi=120)
+  fig.savefig(os.path.join(out_dir, 'learning_curves.png' + suffix), dpi=120,
+              format='png')
   plt.close(fig)
 
 
 def write_report(workdir: str) -> dict[str, str]:
-  """Writes the tables in three formats and the figures; returns the tables."""
+  """Writes the tables in three formats and the figures; returns the tables.
+
+  Everything is read and rendered to .tmp files first and renamed at the
+  end, so a bad sweep or a failure on the way leaves no output half-written.
+  """
+  workdir = os.path.expanduser(workdir)
   data = collect(workdir)
   out_dir = os.path.dirname(os.path.abspath(workdir))
   tables = {fmt: table(data, fmt) for fmt in ('markdown', 'latex', 'csv')}
-  for fmt, ext in (('markdown', 'md'), ('latex', 'tex'), ('csv', 'csv')):
-    with open(os.path.join(out_dir, f'table.{ext}'), 'w') as f:
-      f.write(tables[fmt])
-  figures(data, out_dir)
+  paths = [os.path.join(out_dir, name) for name in _OUTPUTS]
+  try:
+    for fmt, path in zip(('markdown', 'latex', 'csv'), paths):
+      with open(path + '.tmp', 'w', encoding='utf-8') as f:
+        f.write(tables[fmt])
+    figures(data, out_dir, suffix='.tmp')
+    for path in paths:
+      os.replace(path + '.tmp', path)
+  except OSError as e:
+    raise ReportError(f'cannot write the report into {out_dir} '
+                      f'({e.strerror or e})') from None
+  finally:
+    for path in paths:
+      if os.path.exists(path + '.tmp'):
+        os.remove(path + '.tmp')
   return tables
 
 
 def main(argv: list[str]) -> None:
-  del argv
-  if not os.path.exists(os.path.join(FLAGS.workdir, 'sweep.json')):
-    cli.fail(f'--workdir must be a sweep folder holding sweep.json; got '
-             f'{FLAGS.workdir!r}')
-  print(write_report(FLAGS.workdir)[FLAGS.format], end='')
+  if len(argv) > 1:
+    cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
+  try:
+    tables = write_report(os.path.expanduser(FLAGS.workdir))
+  except errors.UserError as e:
+    cli.fail(str(e))
+  print(tables[FLAGS.format], end='')
 
 
 if __name__ == '__main__':

@@ -3,15 +3,23 @@
 `train.train_seeds` may train several runs in one program; each `Run` keeps
 what belongs to its run alone and resumes it from its own folder:
 
+  workdir/config.json           the config of the latest invocation
   workdir/checkpoints/<epoch>/  orbax: state, best (weights), meta (JSON)
   workdir/metrics.jsonl         one record per finished epoch
-  workdir/summary.json          written once the run is finished
+  workdir/summary.json          written once the run is finished ("status":
+                                "ok") or has diverged ("status": "diverged")
+
+A workdir remembers its config: a rerun whose config differs in what is
+trained is refused (`check_resumable`) unless it starts over (`clear`).
 
 Every process opens the run and takes part in checkpointing (orbax writes
 each file once); only the main process writes metrics.jsonl and summary.json.
 """
 
+import json
+import math
 import os
+import shutil
 from typing import Any
 
 from absl import logging
@@ -20,14 +28,104 @@ import orbax.checkpoint as ocp
 
 from cnn_jax import parallel
 from cnn_jax import records
+from cnn_jax import validation
 
+CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'
 SUMMARY_FILE = 'summary.json'
+CHECKPOINTS = 'checkpoints'
+# What a run may change when resumed: how it is evaluated, stored and run
+# over devices, and where the data come from; not what is trained.
+# (num_epochs may grow under a constant schedule: `config_changes`.)
+MAY_CHANGE_ON_RESUME = frozenset((
+    'eval_batch_size', 'max_checkpoints_to_keep', 'target_test_accuracy',
+    'max_train_loss', 'parallelism', 'data.data_dir', 'data.manual_dir',
+    'data.cache'))
+
+
+def _flat(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f'{prefix}{key}.'))
+    else:
+      out[prefix + key] = list(value) if isinstance(value, tuple) else value
+  return out
+
+
+def started_config(workdir: str) -> dict[str, Any] | None:
+  """The config a run folder was last run with; None for a new folder.
+
+  Runs from before config.json existed kept theirs in summary.json only.
+  """
+  for name in (CONFIG_FILE, SUMMARY_FILE):
+    path = os.path.join(workdir, name)
+    if os.path.exists(path):
+      with open(path) as f:
+        try:
+          return json.load(f)['config'] if name == SUMMARY_FILE else (
+              json.load(f))
+        except (ValueError, KeyError):
+          raise validation.ConfigError(
+              f'{path} is unreadable; pass --start_over to train this run '
+              f'again') from None
+  return None
+
+
+def config_changes(started: dict[str, Any],
+                   config: ml_collections.ConfigDict) -> list[str]:
+  """The fields of `config` that differ from `started` in what is trained.
+
+  `num_epochs` may grow when the learning rate is constant: the resumed run
+  then continues exactly as a longer run would. A cosine schedule spans
+  num_epochs, so there a new value would train something else.
+  """
+  old, new = _flat(started), _flat(config.to_dict())
+  changes = []
+  for field in sorted(set(old) | set(new)):
+    a, b = old.get(field), new.get(field)
+    if a == b or field in MAY_CHANGE_ON_RESUME:
+      continue
+    if (field == 'num_epochs' and b > a
+        and old.get('lr_schedule') == new.get('lr_schedule') == 'constant'):
+      continue
+    changes.append(f'{field} ({validation.shown(a)} there, '
+                   f'{validation.shown(b)} now)')
+  return changes
+
+
+def check_resumable(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError if `workdir` holds a run of another config."""
+  started = started_config(workdir)
+  changes = config_changes(started, config) if started else []
+  if changes:
+    raise validation.ConfigError(
+        f'{workdir} holds a run of another config: {", ".join(changes)}; '
+        f'rerun with its values, or pass --start_over to discard it and '
+        f'train again')
+
+
+def clear(workdir: str) -> None:
+  """Removes a run's files from `workdir`, for a run that starts over."""
+  for name in (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, 'error.txt'):
+    path = os.path.join(workdir, name)
+    if os.path.exists(path):
+      os.remove(path)
+  shutil.rmtree(os.path.join(workdir, CHECKPOINTS), ignore_errors=True)
+
+
+def read_summary(workdir: str) -> dict[str, Any] | None:
+  path = os.path.join(workdir, SUMMARY_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
 
 
 def _fresh_meta(target: float) -> dict[str, Any]:
   return {'epoch': 0, 'best_val_accuracy': -1.0, 'best_val_epoch': 0,
-          'wall_time_s': 0.0, 'images_per_sec': [], 'target': target,
+          'wall_time_s': 0.0, 'steady_images_per_sec': [],
+          'first_images_per_sec': [], 'target': target,
           'target_epoch': None, 'time_to_target_s': None}
 
 
@@ -49,8 +147,11 @@ class Run:
     self._label = label
     self._writes = parallel.is_main_process()
     os.makedirs(self.workdir, exist_ok=True)
+    if self._writes:
+      records.write_json(os.path.join(self.workdir, CONFIG_FILE),
+                         config.to_dict())
     self._manager = ocp.CheckpointManager(
-        os.path.join(self.workdir, 'checkpoints'),
+        os.path.join(self.workdir, CHECKPOINTS),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=config.max_checkpoints_to_keep, create=True))
     self.state = fresh_state
@@ -60,6 +161,8 @@ class Run:
       self._restore()
     # Wall time spent by earlier, interrupted invocations of this run.
     self._earlier_wall_time = self.meta['wall_time_s']
+    # This invocation's first epoch includes compiling the program.
+    self._first_epoch = True
     path = os.path.join(self.workdir, METRICS_FILE)
     # Lines written after the checkpoint being resumed are dropped.
     self.history = [r for r in records.read_json_lines(path)
@@ -76,6 +179,11 @@ class Run:
     self.state, self.best = restored.state, restored.best
     target = self.meta['target']
     self.meta.update(restored.meta)
+    if 'images_per_sec' in self.meta:
+      # Checkpoints from before the split: the run's first epoch compiled.
+      rates = self.meta.pop('images_per_sec')
+      self.meta.update(first_images_per_sec=rates[:1],
+                       steady_images_per_sec=rates[1:])
     if self.meta['target'] != target:
       # An epoch that reached another target says nothing about this one.
       self.meta.update(target=target, target_epoch=None,
@@ -105,7 +213,11 @@ class Run:
       self.best = _variables(state)
       meta.update(best_val_accuracy=record['val_accuracy'],
                   best_val_epoch=epoch)
-    meta['images_per_sec'].append(record['images_per_sec'])
+    # Only epochs that compiled nothing measure the steady state.
+    key = 'first_images_per_sec' if self._first_epoch else (
+        'steady_images_per_sec')
+    meta[key].append(record['images_per_sec'])
+    self._first_epoch = False
     meta.update(epoch=epoch, wall_time_s=self._earlier_wall_time + elapsed)
     test_accuracy = record.get('test_accuracy')
     if (test_accuracy is not None and not self.reached_target
@@ -143,10 +255,10 @@ class Run:
     self._manager.wait_until_finished()
     self._manager.close()
     meta = self.meta
-    # The first epoch includes compilation; steady state is what the rest show.
-    rates = meta['images_per_sec']
-    steady = rates[1:] or rates
+    # Epochs that included compilation count only when no other epoch ran.
+    steady = meta['steady_images_per_sec'] or meta['first_images_per_sec']
     summary = {
+        'status': 'ok',
         'test_accuracy': test['accuracy'],
         'test_loss': test['loss'],
         'best_val_accuracy': meta['best_val_accuracy'],
@@ -162,11 +274,45 @@ class Run:
         'versions': records.versions(),
         'git_commit': records.git_commit(),
     }
-    if self._writes:
-      records.write_json(os.path.join(self.workdir, SUMMARY_FILE), summary)
+    self._write_summary(summary)
     logging.info('test_accuracy %.4f (epoch %d by validation)%s',
                  test['accuracy'], meta['best_val_epoch'], self._label)
     return summary
+
+  def diverge(self, epoch: int, train_loss: float, elapsed: float,
+              **facts: Any) -> dict[str, Any]:
+    """Ends a run whose loss blew up: summary.json says so, with no accuracy.
+
+    The epoch's state is not saved, so the last checkpoint is the last good
+    epoch; a rerun finds the summary and does not train again.
+    """
+    self._manager.wait_until_finished()
+    self._manager.close()
+    limit = self.config.max_train_loss
+    why = (f'train loss {train_loss:.4g} is not finite'
+           if not math.isfinite(train_loss) else
+           f'train loss {train_loss:.4g} > config.max_train_loss {limit:g}')
+    summary = {
+        'status': 'diverged',
+        'diverged_epoch': epoch,
+        'diverged_train_loss': train_loss if math.isfinite(train_loss)
+                               else str(train_loss),
+        'reason': f'diverged at epoch {epoch}: {why}',
+        'epochs_completed': self.epoch,
+        'wall_time_s': self._earlier_wall_time + elapsed,
+        **facts,
+        'config': self.config.to_dict(),
+        'versions': records.versions(),
+        'git_commit': records.git_commit(),
+    }
+    self._write_summary(summary)
+    logging.error('%s%s; last good checkpoint: epoch %d', summary['reason'],
+                  self._label, self.epoch)
+    return summary
+
+  def _write_summary(self, summary: dict[str, Any]) -> None:
+    if self._writes:
+      records.write_json(os.path.join(self.workdir, SUMMARY_FILE), summary)
 
 
 def _variables(state: Any) -> dict[str, Any]:

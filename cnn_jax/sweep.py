@@ -5,7 +5,10 @@
 
 `--config.<field>` overrides apply to every point. Run the same command again
 after an interruption: finished points (with a summary.json) are skipped and
-an interrupted point resumes from its checkpoint. No training logic lives
+an interrupted point resumes from its checkpoint. A rerun whose points'
+configs differ from those their folders were started with is refused, unless
+`--start_over` is given: then those points train again from scratch. A point
+that diverges is recorded as such and the sweep goes on. No training logic lives
 here: points that differ only in seed are one `train.train_seeds` call
 (vmapped), any other point one `train.train_and_evaluate` call. The default
 --vmap_seeds=auto groups seeds on GPUs and TPUs only: on the 2-core CPU the
@@ -14,7 +17,6 @@ vmapped program was slower than the runs one by one (README, benchmark).
 
 import copy
 import difflib
-import importlib.util
 import itertools
 import json
 import os
@@ -28,11 +30,14 @@ from absl import flags
 from absl import logging
 import jax
 import ml_collections
-from ml_collections import config_flags
 
 from cnn_jax import cli
+from cnn_jax import errors
+from cnn_jax import input_pipeline
 from cnn_jax import parallel
 from cnn_jax import records
+from cnn_jax import report
+from cnn_jax import run as run_lib
 from cnn_jax import train
 from cnn_jax import validation
 
@@ -42,12 +47,49 @@ SWEEP_FILE = 'sweep.json'
 FAILED_FILE = 'error.txt'
 
 
+class SweepError(errors.UserError):
+  """A sweep spec or sweep folder that cannot be run as it is."""
+
+
 def load_sweep(config_path: str) -> dict[str, Any]:
-  """Calls get_sweep() of the sweep config file."""
-  spec = importlib.util.spec_from_file_location('sweep_config', config_path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_sweep()
+  """Calls get_sweep() of the sweep config file and checks what it returns."""
+  module = cli.load_config_module(config_path)
+  if not hasattr(module, 'get_sweep'):
+    raise SweepError(f'--config: {config_path} has no get_sweep(); give '
+                     f'python -m cnn_jax.sweep a sweep config such as '
+                     f'configs/sweeps/activation_pooling.py')
+  sweep = module.get_sweep()
+  check_sweep(sweep)
+  return sweep
+
+
+def check_sweep(sweep: Any) -> None:
+  """Raises SweepError unless the spec has axes with values and a table.
+
+  Checked before anything runs: a table field that names no axis would
+  otherwise pass the whole sweep and fail only in the report.
+  """
+  if not isinstance(sweep, dict):
+    raise SweepError(f'get_sweep() must return a dict; got '
+                     f'{type(sweep).__name__}')
+  missing = [k for k in ('axes', 'rows', 'cols', 'metric') if k not in sweep]
+  if missing:
+    raise SweepError(f'the sweep spec lacks {", ".join(missing)}')
+  axes = sweep['axes']
+  if not isinstance(axes, dict) or not axes:
+    raise SweepError('sweep axes must be a dict of field -> list of values, '
+                     'with at least one field')
+  for field, values in axes.items():
+    if not isinstance(values, (list, tuple)) or not values:
+      raise SweepError(f'sweep axis {field} must be a non-empty list of '
+                       f'values; got {validation.shown(values)}')
+  for key in ('rows', 'cols'):
+    if sweep[key] not in axes:
+      raise SweepError(f'sweep {key} must be one of the axes '
+                       f'({", ".join(axes)}); got {sweep[key]}')
+  if sweep['metric'] not in report.METRICS:
+    raise SweepError(f'sweep metric must be one of '
+                     f'{", ".join(report.METRICS)}; got {sweep["metric"]}')
 
 
 def points(axes: dict[str, list]) -> list[dict[str, Any]]:
@@ -100,11 +142,25 @@ def point_config(base: ml_collections.ConfigDict,
 
 
 def _status(point_dir: str) -> str:
-  if os.path.exists(os.path.join(point_dir, 'summary.json')):
-    return 'done'
-  if os.path.exists(os.path.join(point_dir, 'checkpoints')):
+  """todo, partial, done or diverged: what a rerun does with the point."""
+  summary = run_lib.read_summary(point_dir)
+  if summary:
+    return 'diverged' if summary.get('status') == 'diverged' else 'done'
+  if os.path.exists(os.path.join(point_dir, run_lib.CHECKPOINTS)):
     return 'partial'
   return 'todo'
+
+
+def _changed_points(configs: dict[str, ml_collections.ConfigDict],
+                    workdir: str) -> dict[str, list[str]]:
+  """{point: changed fields} for points started with another config."""
+  changed = {}
+  for name, config in configs.items():
+    started = run_lib.started_config(os.path.join(workdir, name))
+    changes = run_lib.config_changes(started, config) if started else []
+    if changes:
+      changed[name] = changes
+  return changed
 
 
 def seed_groups(configs: dict[str, ml_collections.ConfigDict],
@@ -131,23 +187,29 @@ def seed_groups(configs: dict[str, ml_collections.ConfigDict],
 
 
 def _train(configs: dict[str, ml_collections.ConfigDict], group: list[str],
-           workdir: str) -> None:
+           workdir: str, start_over: bool) -> list[dict[str, Any]]:
   dirs = [os.path.join(workdir, n) for n in group]
   if len(group) == 1:
-    train.train_and_evaluate(configs[group[0]], dirs[0])
-  else:
-    train.train_seeds(configs[group[0]], [configs[n].seed for n in group],
-                      dirs)
+    return [train.train_and_evaluate(configs[group[0]], dirs[0],
+                                     start_over=start_over)]
+  return train.train_seeds(configs[group[0]],
+                           [configs[n].seed for n in group], dirs,
+                           start_over=start_over)
 
 
 def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
               workdir: str, dry_run: bool = False,
-              vmap_seeds: bool = True) -> dict[str, str]:
+              vmap_seeds: bool = True,
+              start_over: bool = False) -> dict[str, str]:
   """Runs the points not yet done; returns {point name: status}.
 
   With `vmap_seeds`, points that differ only in seed train together in one
-  program (`train.train_seeds`); otherwise one after another.
+  program (`train.train_seeds`); otherwise one after another. Points whose
+  folders hold a run of another config are refused, or with `start_over`
+  trained again from scratch.
   """
+  check_sweep(sweep)
+  workdir = records.check_folder(workdir, 'sweep workdir')
   todo = points(sweep['axes'])
   configs = {point_name(p): point_config(base, p) for p in todo}
   listing = [{'name': point_name(p), 'values': p} for p in todo]
@@ -155,21 +217,30 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
   for config in configs.values():
     validation.check_config(config)
   names = list(configs)
-  status = {n: _status(os.path.join(workdir, n)) for n in names}
+  changed = _changed_points(configs, workdir)
+  if changed and not start_over:
+    first = next(iter(changed))
+    raise SweepError(
+        f'{len(changed)} of {len(names)} points were started with another '
+        f'config, e.g. {first}: {", ".join(changed[first])}; rerun with '
+        f'their values, or pass --start_over to train those points again')
+  status = {n: 'todo' if n in changed else
+            _status(os.path.join(workdir, n)) for n in names}
   if dry_run:
     for n in names:
       print(f'{status[n]:8s} {n}')
     return status
+  pending = [n for n in names if status[n] in ('todo', 'partial')]
+  if pending:  # Data errors surface before anything is written.
+    input_pipeline.load_splits(configs[pending[0]].data)
 
   # Every process reads the points' status before any of them writes.
   parallel.sync('sweep status read')
   writes = parallel.is_main_process()
-  os.makedirs(workdir, exist_ok=True)
   if writes:
     records.claim_folder(workdir)
     records.write_json(os.path.join(workdir, SWEEP_FILE),
                        dict(sweep, points=listing))
-  pending = [n for n in names if status[n] != 'done']
   groups = (seed_groups({n: configs[n] for n in pending}, status)
             if vmap_seeds else [[n] for n in pending])
   ran_seconds, ran = 0.0, 0
@@ -178,12 +249,16 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
     logging.info('points %s (%s)', ', '.join(group),
                  ', '.join(status[n] for n in group))
     try:
-      _train(configs, group, workdir)
-      for name in group:
-        status[name] = 'done'
+      summaries = _train(configs, group, workdir,
+                         start_over=any(n in changed for n in group))
+      for name, summary in zip(group, summaries):
+        status[name] = 'diverged' if summary['status'] == 'diverged' else (
+            'done')
         error_file = os.path.join(workdir, name, FAILED_FILE)
         if writes and os.path.exists(error_file):
           os.remove(error_file)
+    except errors.UserError:
+      raise  # The user's to fix, and the next points would meet it too.
     except Exception:  # pylint: disable=broad-except
       # One failed point must not stop the others; the report shows it.
       for name in group:
@@ -196,7 +271,7 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
     ran_seconds += time.time() - t0
     ran += len(group)
     left = sum(s in ('todo', 'partial') for s in status.values())
-    done = sum(s == 'done' for s in status.values())
+    done = sum(s in ('done', 'diverged') for s in status.values())
     logging.info('sweep: %d/%d points done, %d left, ETA %.0f min', done,
                  len(names), left, left * ran_seconds / ran / 60)
   return status
@@ -207,12 +282,12 @@ def main(argv: list[str]) -> None:
     cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
   cli.start()
   try:
-    sweep = load_sweep(config_flags.get_config_filename(FLAGS['config']))
+    sweep = load_sweep(cli.config_file())
     vmap_seeds = (jax.default_backend() != 'cpu' if FLAGS.vmap_seeds == 'auto'
                   else FLAGS.vmap_seeds == 'true')
     status = run_sweep(FLAGS.config, sweep, FLAGS.workdir, FLAGS.dry_run,
-                       vmap_seeds)
-  except (validation.ConfigError, records.FolderInUse) as e:
+                       vmap_seeds, FLAGS.start_over)
+  except errors.UserError as e:
     cli.fail(str(e))
   if any(s == 'failed' for s in status.values()):
     sys.exit(1)

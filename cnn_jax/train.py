@@ -216,20 +216,24 @@ def unstack(tree: Any, k: int) -> Any:
   return jax.tree.map(lambda x: x[k], tree)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict,
-                       workdir: str) -> dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       start_over: bool = False) -> dict[str, Any]:
   """Trains, selects the epoch with the best validation accuracy, tests it.
 
-  Running again with the same workdir resumes from the latest checkpoint.
+  Running again with the same workdir and config resumes from the latest
+  checkpoint; another config is refused (run.check_resumable).
 
   Args:
     config: hyperparameters, as configs/default.py describes them.
     workdir: where checkpoints, metrics.jsonl and summary.json go.
+    start_over: discard what `workdir` holds and train from scratch.
 
   Returns:
-    The summary also written to workdir/summary.json.
+    The summary also written to workdir/summary.json; its "status" is "ok",
+    or "diverged" for a run whose loss blew up (then without accuracies).
   """
-  return train_seeds(config, [config.seed], [workdir])[0]
+  return train_seeds(config, [config.seed], [workdir],
+                     start_over=start_over)[0]
 
 
 def _seed_configs(config: ml_collections.ConfigDict, seeds: Sequence[int],
@@ -279,8 +283,22 @@ def _evaluate(p_evaluate: Callable, par: parallel.Parallelism,
           zip(totals['correct'], totals['loss'], totals['count'])]
 
 
+def _diverged(workdirs: Sequence[str]) -> list[dict[str, Any]] | None:
+  """The summaries of runs that diverged before; None if none did."""
+  summaries = [run_lib.read_summary(w) for w in workdirs]
+  diverged = [s for s in summaries if s and s.get('status') == 'diverged']
+  if diverged and len(diverged) < len(workdirs):
+    raise ValueError('runs to train together include diverged ones: '
+                     f'{[s and s.get("status") for s in summaries]}')
+  for s in diverged:
+    logging.error('%s earlier; pass --start_over to train it again',
+                  s['reason'])
+  return diverged or None
+
+
 def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
-                workdirs: Sequence[str]) -> list[dict[str, Any]]:
+                workdirs: Sequence[str], *,
+                start_over: bool = False) -> list[dict[str, Any]]:
   """Trains one run per seed, all in one compiled program.
 
   Each seed draws its own initialization, shuffling and augmentation, exactly
@@ -293,19 +311,32 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
     config: hyperparameters shared by the runs; `config.seed` is ignored.
     seeds: one seed per run.
     workdirs: one folder per run.
+    start_over: discard what the folders hold and train from scratch.
 
   Returns:
-    The runs' summaries (run.Run.finish), in the order of `seeds`.
+    The runs' summaries (run.Run.finish or run.Run.diverge), in the order of
+    `seeds`.
   """
   start_time = time.time()
   elapsed = lambda: time.time() - start_time
   configs = _seed_configs(config, seeds, workdirs)
-  if parallel.is_main_process():  # The other processes write no run files.
-    for workdir in workdirs:
-      records.claim_folder(workdir)
+  # Folders and configs are checked before the data load, which is slow.
+  workdirs = [records.check_folder(w) for w in workdirs]
+  if not start_over:
+    for run_config, workdir in zip(configs, workdirs):
+      run_lib.check_resumable(workdir, run_config)
+    diverged = _diverged(workdirs)
+    if diverged:
+      return diverged
 
   # --- Input pipeline -------------------------------------------------------
   splits = input_pipeline.load_splits(config.data)
+  if parallel.is_main_process():  # The other processes write no run files.
+    for workdir in workdirs:
+      records.claim_folder(workdir)
+      if start_over:
+        run_lib.clear(workdir)
+  parallel.sync('run folders ready')
   par = parallel.create(config.parallelism)
   num_train = splits['train']['label'].shape[0]
   steps_per_epoch = num_train // config.batch_size
@@ -337,8 +368,16 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
   # --- Train loop -----------------------------------------------------------
   target = config.target_test_accuracy
   state = par.replicate(stack([r.state for r in runs]))
+  facts = {'num_params': num_params(runs[0].state.params),
+           'num_devices': par.num_devices,
+           'num_processes': jax.process_count(),
+           'seeds_in_program': len(runs), 'num_train_examples': num_train}
+  summaries = [None] * len(runs)
+  # Seeds still training; a diverged seed's lane keeps computing in the
+  # vmapped program, but nothing of it is saved.
+  live = list(range(len(runs)))
   for epoch in range(runs[0].epoch + 1, config.num_epochs + 1):
-    if target and all(r.reached_target for r in runs):
+    if not live or target and all(runs[k].reached_target for k in live):
       break
     t0 = time.time()
     key, indices = p_epoch_plan(seed_keys, par.replicate(np.int32(epoch)))
@@ -356,14 +395,15 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
     # still uses validation alone.
     test = evaluate(state, eval_data['test']) if target else None
     train_loss = step_metrics['loss'].mean(0)
-    # Checked for every seed before any writes, so the runs stay in step.
-    if not all(map(math.isfinite, train_loss)):
-      raise FloatingPointError(f'non-finite train loss at epoch {epoch} '
-                               f'(seeds {list(seeds)}: {list(train_loss)})')
     host_state = par.get(state)  # What the checkpoints need, and only that.
     # Every image of every seed's epoch, per second.
     images_per_sec = len(runs) * steps_per_epoch * config.batch_size / seconds
-    for k, run in enumerate(runs):
+    for k in list(live):
+      run, loss = runs[k], float(train_loss[k])
+      if not math.isfinite(loss) or loss > config.max_train_loss:
+        summaries[k] = run.diverge(epoch, loss, elapsed(), **facts)
+        live.remove(k)
+        continue
       record = {'epoch': epoch, 'train_loss': float(train_loss[k]),
                 'train_accuracy': float(step_metrics['accuracy'][:, k].mean()),
                 'val_loss': val[k]['loss'], 'val_accuracy': val[k]['accuracy'],
@@ -372,10 +412,9 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
       run.end_epoch(unstack(host_state, k), record, elapsed())
 
   # --- Test, once, with the epoch validation selected -----------------------
-  best = par.replicate(stack([r.best for r in runs]))
-  test = evaluate(state.replace(**best), eval_data['test'])
-  facts = {'num_params': num_params(runs[0].state.params),
-           'num_devices': par.num_devices,
-           'num_processes': jax.process_count(),
-           'seeds_in_program': len(runs), 'num_train_examples': num_train}
-  return [run.finish(t, elapsed(), **facts) for run, t in zip(runs, test)]
+  if live:
+    best = par.replicate(stack([r.best for r in runs]))
+    test = evaluate(state.replace(**best), eval_data['test'])
+    for k in live:
+      summaries[k] = runs[k].finish(test[k], elapsed(), **facts)
+  return summaries

@@ -36,6 +36,10 @@ def get_config() -> ml_collections.ConfigDict:
   # When > 0: read the test split after every epoch and stop once its
   # accuracy reaches this (the time-to-accuracy benchmark); 0 = off.
   config.target_test_accuracy = 0.0
+  # A run whose mean training loss over an epoch is above this (or is not
+  # finite) stops as diverged: summary.json says so, without an accuracy.
+  # Cross-entropy starts near ln(10) = 2.3; inf = never stop.
+  config.max_train_loss = 100.0
   # Checkpoints kept in workdir/checkpoints (one is written per epoch).
   config.max_checkpoints_to_keep = 3
   # How the step runs over all devices of all processes (cnn_jax.parallel):

@@ -1,10 +1,14 @@
 """The default config: the seed's recipe, accepted by the checks."""
 
+import importlib
+
 import jax
 import pytest
 
 from configs import default
 from configs import fast
+from cnn_jax import models
+from cnn_jax import sweep
 from cnn_jax import validation
 
 
@@ -24,32 +28,102 @@ def test_default_passes_the_checks():
   validation.check_config(default.get_config())
 
 
-@pytest.mark.parametrize('field,value,words', [
-    ('num_epochs', 0, 'config.num_epochs must be >= 1'),
-    ('learning_rate', 0.0, 'config.learning_rate must be > 0'),
-    ('batch_size', 3, 'multiple of the device count (2)'),
-    ('lr_schedule', 'step', 'config.lr_schedule must be one of'),
-    ('model.activation', 'swish', 'config.model.activation must be one of'),
-    ('model.pooling', 'median', 'config.model.pooling must be one of'),
-    ('data.num_train_examples', 0, 'config.data.num_train_examples'),
-    ('data.random_shift', -1, 'config.data.random_shift must be >= 0'),
-    ('model.pool_sigma', 0.0, 'config.model.pool_sigma must be > 0'),
-    ('data.manual_dir', '/nonexistent', 'config.data.manual_dir must be'),
-    ('target_test_accuracy', 1.5, 'config.target_test_accuracy must be in'),
-    ('model.kernel_size', 4, 'config.model.kernel_size must be an odd number'),
-])
-def test_each_bad_value_names_its_field(field, value, words):
-  assert jax.local_device_count() == 2
-  config = default.get_config()
+INF, NAN = float('inf'), float('nan')
+
+# Every field at and past its limits: each must be refused by name before
+# anything runs, not crash later or train something else.
+BAD_VALUES = [
+    ('seed', -1, 'an integer in [0, 2147483647]'),
+    ('seed', 2**31, 'an integer in [0, 2147483647]'),
+    ('num_epochs', 0, '>= 1'),
+    ('learning_rate', 0.0, 'a finite number > 0'),
+    ('learning_rate', INF, 'a finite number > 0; got inf'),
+    ('learning_rate', NAN, 'a finite number > 0; got nan'),
+    ('weight_decay', -0.1, 'a finite number >= 0'),
+    ('weight_decay', INF, 'a finite number >= 0'),
+    ('label_smoothing', 1.0, 'in [0, 1)'),
+    ('label_smoothing', -0.1, 'in [0, 1)'),
+    ('batch_size', 3, 'a positive multiple of the device count (2)'),
+    ('batch_size', 0, 'a positive multiple of the device count (2)'),
+    ('batch_size', 55002, '<= the 55000 training examples'),
+    ('eval_batch_size', 0, 'a positive multiple of the device count (2)'),
+    ('lr_schedule', 'step', 'one of constant, cosine; got step'),
+    ('target_test_accuracy', 1.5, 'in [0, 1]'),
+    ('max_train_loss', 0.0, '> 0 (inf = never'),
+    ('max_checkpoints_to_keep', 0, '>= 1'),
+    ('parallelism', 'pjit', 'one of pmap, shard_map; got pjit'),
+    ('model.activation', 'swish', 'one of '),
+    ('model.pooling', 'median', 'one of avg, gaussian, l2, max'),
+    ('model.num_classes', 5, '10, the class count of fashion_mnist'),
+    ('model.features', (), 'one or more filter counts, each >= 1'),
+    ('model.features', (16, 0), 'one or more filter counts, each >= 1'),
+    ('model.kernel_size', 4, 'an odd number in [1, 28]'),
+    ('model.kernel_size', 29, 'an odd number in [1, 28]'),
+    ('model.kernel_size', -1, 'an odd number in [1, 28]'),
+    ('model.pool_window', 0, '>= 1'),
+    ('model.pool_stride', 0, '>= 1'),
+    ('model.pool_padding', 2, '>= 0 and < model.pool_window'),
+    ('model.pool_padding', -1, '>= 0 and < model.pool_window'),
+    ('model.pool_sigma', 0.0, 'a finite number > 0'),
+    ('model.pool_sigma', INF, 'a finite number > 0'),
+    ('data.dataset', 'fashon_mnist', 'one of fashion_mnist'),
+    ('data.num_validation_examples', 0, 'in [1, 60000)'),
+    ('data.num_validation_examples', 60000, 'in [1, 60000)'),
+    ('data.num_train_examples', 0, '-1 (all) or in [1, 55000]'),
+    ('data.num_train_examples', 55001, '-1 (all) or in [1, 55000]'),
+    ('data.random_shift', -1, 'in [0, 28) pixels'),
+    ('data.random_shift', 28, 'in [0, 28) pixels'),
+    ('data.manual_dir', '/nonexistent', 'a folder holding'),
+]
+
+
+def _set(config, field, value):
   *parents, leaf = field.split('.')
   node = config
   for p in parents:
     node = node[p]
   node[leaf] = value
+
+
+@pytest.mark.parametrize('field,value,words', BAD_VALUES)
+def test_each_bad_value_names_its_field(field, value, words):
+  assert jax.local_device_count() == 2
+  config = default.get_config()
+  _set(config, field, value)
   with pytest.raises(validation.ConfigError) as e:
     validation.check_config(config)
-  assert words in str(e.value)
-  assert '\n' not in str(e.value)
+  message = str(e.value)
+  assert message.startswith(f'config.{field} must be {words}'), message
+  assert '\n' not in message and "'" not in message
+
+
+def test_a_pool_window_that_does_not_fit_names_the_stage():
+  config = default.get_config()
+  config.model.update(pool_window=6, pool_stride=6, pool_padding=0)
+  # 28 -> 4 -> nothing: the second stage's input is smaller than the window.
+  with pytest.raises(validation.ConfigError,
+                     match=r'pool_window \(6\) does not fit stage 2 of 2: '
+                           r'its input is 4x4'):
+    validation.check_config(config)
+  config.model.features = (16,)  # One stage: it fits.
+  validation.check_config(config)
+
+
+def test_the_seeds_pooling_geometry_keeps_the_default_sizes():
+  config = default.get_config()
+  assert models.feature_map_sides(config.model, 28) == [14, 7]
+  config.model.update(pool_window=3, pool_stride=2, pool_padding=1)
+  assert models.feature_map_sides(config.model, 28) == [14, 7]
+  validation.check_config(config)
+
+
+@pytest.mark.parametrize('name', ['activation_pooling', 'batch_norm', 'seeds',
+                                  'pool_geometry'])
+def test_every_sweep_config_passes_the_checks(name):
+  module = importlib.import_module(f'configs.sweeps.{name}')
+  sweep.check_sweep(module.get_sweep())
+  for point in sweep.points(module.get_sweep()['axes']):
+    validation.check_config(sweep.point_config(module.get_config(), point))
 
 
 def test_fast_config_keeps_the_architecture_and_passes_the_checks():

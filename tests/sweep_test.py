@@ -9,6 +9,7 @@ import sys
 import pytest
 import tensorflow_datasets as tfds
 
+from cnn_jax import input_pipeline
 from cnn_jax import report
 from cnn_jax import sweep
 from cnn_jax import validation
@@ -84,20 +85,129 @@ def test_sweep_runs_resumes_and_skips_finished_points(tmp_path):
     assert os.path.exists(tmp_path.parent / name)
 
 
-def test_failed_point_is_reported_as_failed_not_as_a_number(tmp_path):
+def test_diverged_point_is_recorded_and_the_sweep_goes_on(tmp_path):
   spec = dict(SWEEP, axes={'model.activation': ['relu'],
                            'learning_rate': [1e-3, 1e30]},
               cols='learning_rate')
   status = _run(spec, tmp_path)
-  assert status['activation=relu,learning_rate=1e+30'] == 'failed'
-  assert status['activation=relu,learning_rate=0.001'] == 'done'
-  assert os.path.exists(tmp_path / 'activation=relu,learning_rate=1e+30' /
-                        'error.txt')
+  assert status == {'activation=relu,learning_rate=0.001': 'done',
+                    'activation=relu,learning_rate=1e+30': 'diverged'}
+  diverged = _summary(tmp_path, 'activation=relu,learning_rate=1e+30')
+  assert diverged['status'] == 'diverged' and diverged['diverged_epoch'] == 1
+  assert 'test_accuracy' not in diverged
+  assert _summary(tmp_path, 'activation=relu,learning_rate=0.001')[
+      'status'] == 'ok'
+  # A rerun trains neither again.
+  summary = tmp_path / 'activation=relu,learning_rate=1e+30' / 'summary.json'
+  mtime = os.path.getmtime(summary)
+  assert _run(spec, tmp_path) == status
+  assert os.path.getmtime(summary) == mtime
+  markdown = report.write_report(str(tmp_path))['markdown']
+  assert 'diverged (1 of 1)' in markdown
+  assert markdown.count('±') == 1  # The finished point's cell only.
+
+
+def test_failed_point_is_reported_as_failed_not_as_a_number(tmp_path):
+  spec = dict(SWEEP, axes={'model.activation': ['relu', 'tanh'],
+                           'model.pooling': ['max']})
+  _run(spec, tmp_path)
+  # A point interrupted before its summary, whose checkpoint then got
+  # corrupted: restoring it fails for real, and the sweep goes on.
+  broken = tmp_path / 'activation=relu,pooling=max'
+  os.remove(broken / 'summary.json')
+  for root, _, files in os.walk(broken / 'checkpoints'):
+    for name in files:
+      with open(os.path.join(root, name), 'wb') as f:
+        f.write(b'garbage')
+  shutil.rmtree(tmp_path / 'activation=tanh,pooling=max')
+  status = _run(spec, tmp_path)
+  assert status == {'activation=relu,pooling=max': 'failed',
+                    'activation=tanh,pooling=max': 'done'}
+  assert os.path.exists(broken / 'error.txt')
   # A missing point, never run, also shows as such.
-  shutil.rmtree(tmp_path / 'activation=relu,learning_rate=0.001')
+  shutil.rmtree(tmp_path / 'activation=tanh,pooling=max')
   markdown = report.write_report(str(tmp_path))['markdown']
   assert '1 failed' in markdown and '1 missing' in markdown
   assert '±' not in markdown
+
+
+def test_rerun_with_other_overrides_is_refused_unless_started_over(tmp_path):
+  spec = dict(SWEEP, axes={'model.activation': ['relu'],
+                           'model.pooling': ['max']})
+  _run(spec, tmp_path)
+  point = tmp_path / 'activation=relu,pooling=max'
+  before = _summary(tmp_path, point.name)
+  longer = _util.tiny_config()
+  longer.num_epochs = 2
+  with tfds.testing.mock_data(num_examples=48):
+    with pytest.raises(sweep.SweepError,
+                       match=r'1 of 1 points were started with another '
+                             r'config, e.g. activation=relu,pooling=max: '
+                             r'num_epochs \(1 there, 2 now\); rerun'):
+      sweep.run_sweep(longer, spec, str(tmp_path))
+    assert _summary(tmp_path, point.name) == before  # Untouched.
+    status = sweep.run_sweep(longer, spec, str(tmp_path), start_over=True)
+  assert status == {point.name: 'done'}
+  assert _summary(tmp_path, point.name)['epochs_completed'] == 2
+  with open(point / 'metrics.jsonl') as f:
+    assert [json.loads(l)['epoch'] for l in f] == [1, 2]  # From scratch.
+
+
+BAD_SPECS = {
+    'not_a_dict': ([1], 'get_sweep() must return a dict; got list'),
+    'no_table': ({'axes': {'seed': [0]}},
+                 'the sweep spec lacks rows, cols, metric'),
+    'no_axes': (dict(SWEEP, axes={}), 'sweep axes must be a dict'),
+    'empty_axis': (dict(SWEEP, axes={'model.activation': [], 'seed': [0]}),
+                   'sweep axis model.activation must be a non-empty list of '
+                   'values; got []'),
+    'axis_not_a_list': (dict(SWEEP, axes={'model.activation': 'relu',
+                                          'model.pooling': ['max']}),
+                        'sweep axis model.activation must be a non-empty '
+                        'list of values; got relu'),
+    'rows_no_axis': (dict(SWEEP, rows='model.act'),
+                     'sweep rows must be one of the axes (model.activation, '
+                     'model.pooling, seed); got model.act'),
+    'cols_no_axis': (dict(SWEEP, cols='lr'), 'sweep cols must be one of'),
+    'unknown_metric': (dict(SWEEP, metric='accuracy'),
+                       'sweep metric must be one of test_accuracy'),
+}
+
+
+@pytest.mark.parametrize('name', sorted(BAD_SPECS))
+def test_bad_sweep_spec_is_refused_before_anything_runs(tmp_path, name):
+  spec, words = BAD_SPECS[name]
+  with pytest.raises(sweep.SweepError) as e:
+    sweep.run_sweep(_util.tiny_config(), spec, str(tmp_path / 'sweep'))
+  assert str(e.value).startswith(words), str(e.value)
+  assert not (tmp_path / 'sweep').exists()
+
+
+def test_misspelt_parent_and_wrong_type_are_refused():
+  with pytest.raises(validation.ConfigError,
+                     match=r'sweep axis modle.activation is not a config '
+                           r'field \(did you mean model.activation\?\)'):
+    sweep.point_config(_util.tiny_config(), {'modle.activation': 'tanh'})
+  with pytest.raises(validation.ConfigError,
+                     match='sweep axis model.batch_norm: 3 has the wrong '
+                           'type'):
+    sweep.point_config(_util.tiny_config(), {'model.batch_norm': 3})
+
+
+def test_a_plain_config_is_no_sweep(tmp_path):
+  with pytest.raises(sweep.SweepError, match='has no get_sweep()'):
+    sweep.load_sweep(f'{_util.ROOT}/configs/default.py')
+
+
+def test_a_data_error_stops_the_sweep_before_it_writes(tmp_path):
+  config = _util.tiny_config()
+  config.data.data_dir = '/sys/tfds'  # Not writable, even for root.
+  with tfds.testing.mock_data(num_examples=48):
+    with pytest.raises(input_pipeline.DataError,
+                       match='config.data.data_dir: cannot write in '
+                             '/sys/tfds to prepare fashion_mnist'):
+      sweep.run_sweep(config, SWEEP, str(tmp_path / 'sweep'))
+  assert not (tmp_path / 'sweep').exists()
 
 
 def test_dry_run_lists_points_and_writes_nothing(tmp_path):
@@ -124,7 +234,7 @@ def test_bad_override_fails_before_any_point_runs(tmp_path):
       cwd=_util.ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == (
-      'error: config.learning_rate must be > 0; got -1.0')
+      'error: config.learning_rate must be a finite number > 0; got -1.0')
   assert not workdir.exists()
 
 
@@ -151,10 +261,12 @@ def test_points_differing_only_in_seed_train_together():
 
 
 def test_vmapped_sweep_equals_the_one_by_one_sweep(tmp_path):
-  spec = dict(SWEEP, axes={'model.activation': ['relu'], 'seed': [0, 1]})
+  spec = dict(SWEEP, axes={'model.activation': ['relu'],
+                           'model.pooling': ['max'], 'seed': [0, 1]})
   assert set(_run(spec, tmp_path / 'v').values()) == {'done'}
   assert set(_run(spec, tmp_path / 's', vmap_seeds=False).values()) == {'done'}
-  for name in ('activation=relu,seed=0', 'activation=relu,seed=1'):
+  for name in ('activation=relu,pooling=max,seed=0',
+               'activation=relu,pooling=max,seed=1'):
     v, s = _summary(tmp_path / 'v', name), _summary(tmp_path / 's', name)
     assert v['seeds_in_program'] == 2 and s['seeds_in_program'] == 1
     assert v['config'] == s['config']
