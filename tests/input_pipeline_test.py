@@ -1,9 +1,11 @@
 """TFDS loading, on-device batching and augmentation."""
 
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import tensorflow_datasets as tfds
 
 from cnn_jax import input_pipeline
@@ -124,3 +126,30 @@ def test_flip_mirrors_left_right():
           for i in range(16)}
   assert outs == {tuple(np.asarray(image).ravel()),
                   tuple(np.asarray(image[:, ::-1]).ravel())}
+
+
+def test_a_corrupted_manual_file_is_named_before_tfds_runs(tmp_path):
+  manual = tmp_path / 'manual'
+  manual.mkdir()
+  for name in input_pipeline.MANUAL_FILES:
+    os.symlink(os.path.join(_util.MANUAL_DIR, name), manual / name)
+  broken = manual / 't10k-labels-idx1-ubyte.gz'
+  data = open(broken, 'rb').read()
+  os.remove(broken)
+  broken.write_bytes(data[:len(data) // 2])  # Truncated.
+  config = _util.tiny_config().data
+  config.update(data_dir=str(tmp_path / 'tfds'), manual_dir=str(manual))
+  with pytest.raises(input_pipeline.DataError) as e:
+    input_pipeline.load_splits(config)
+  assert str(e.value) == (
+      f'{broken} is not the official t10k-labels-idx1-ubyte.gz (its SHA-256 '
+      f'differs: truncated or corrupted?); replace it')
+
+
+def test_an_unwritable_data_dir_is_named():
+  config = _util.tiny_config().data
+  config.data_dir = '/sys/tfds'  # Read-only even for root.
+  with pytest.raises(input_pipeline.DataError,
+                     match='config.data.data_dir: cannot write in /sys/tfds '
+                           'to prepare fashion_mnist; choose a writable'):
+    input_pipeline.load_splits(config)

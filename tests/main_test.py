@@ -92,35 +92,89 @@ def test_a_workdir_in_use_is_refused_at_once(tmp_path):
   assert os.listdir(tmp_path / 'run') == ['.lock']  # Nothing of a run.
 
 
+SWEEP_COPY = """from configs import default
+def get_config():
+  config = default.get_config()
+  config.num_epochs = 0
+  return config
+"""
+
+# Each family of mistakes once through the real command line (the checks
+# behind them have their own in-process tests): (config file contents or
+# path, workdir, args, the words of the one error line).
 BAD_INPUTS = {
-    'unknown_field': (['--config.nope=1'], 'unknown config field config.nope'),
-    'unknown_nested_field': (['--config.model.depth=3'],
+    'unknown_field': (None, 'run', ['--config.nope=1'],
+                      'unknown config field config.nope'),
+    'unknown_nested_field': (None, 'run', ['--config.model.depth=3'],
                              'unknown config field config.model.depth'),
-    'wrong_type': (['--config.learning_rate=fast'], 'config.learning_rate'),
-    'batch_not_divisible': (['--config.batch_size=101'],
-                            'config.batch_size must be a positive multiple of '
-                            'the device count (2)'),
-    'learning_rate_zero': (['--config.learning_rate=0'],
-                           'config.learning_rate must be > 0'),
-    'no_epochs': (['--config.num_epochs=0'], 'config.num_epochs must be >= 1'),
-    'unknown_activation': (['--config.model.activation=swish'],
-                           'config.model.activation must be one of elu, gelu'),
-    'unknown_pooling': (['--config.model.pooling=median'],
-                        'config.model.pooling must be one of avg, gaussian, l2, max'),
-    'manual_dir_without_files': (['--config.data.manual_dir=/tmp'],
+    'wrong_type': (None, 'run', ['--config.learning_rate=fast'],
+                   'config.learning_rate'),
+    'batch_not_divisible': (None, 'run', ['--config.batch_size=101'],
+                            'config.batch_size must be a positive multiple '
+                            'of the device count (2)'),
+    'infinite_learning_rate': (None, 'run', ['--config.learning_rate=inf'],
+                               'config.learning_rate must be a finite number '
+                               '> 0; got inf'),
+    'unknown_dataset': (None, 'run', ['--config.data.dataset=fashon_mnist'],
+                        'config.data.dataset must be one of fashion_mnist'),
+    'manual_dir_without_files': (None, 'run', ['--config.data.manual_dir=/tmp'],
                                  'config.data.manual_dir must be a folder '
                                  'holding'),
+    'missing_config_file': ('/nonexistent/config.py', 'run', [],
+                            '--config: no config file at '
+                            '/nonexistent/config.py'),
+    'config_syntax_error': ('def get_config(:\n', 'run', [],
+                            'failed to load: SyntaxError: invalid syntax'),
+    'sweep_config_to_main': (f'{_util.ROOT}/configs/sweeps/batch_norm.py',
+                             'run', [], 'is a sweep config (it has '
+                             'get_sweep); run it with python -m cnn_jax.sweep'),
+    # Run from another folder: `from configs import default` still works.
+    'copy_that_imports_the_default': (SWEEP_COPY, 'run', [],
+                                      'config.num_epochs must be >= 1; got 0'),
+    'workdir_is_a_file': (None, 'afile', [], 'is a file, not a folder'),
+    'workdir_read_only': (None, '/sys/cnn_jax_run', [],
+                          'workdir /sys/cnn_jax_run cannot be written'),
 }
 
 
 @pytest.mark.parametrize('name', sorted(BAD_INPUTS))
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, name):
-  args, words = BAD_INPUTS[name]
-  workdir = tmp_path / 'run'
-  proc = _main(*args, workdir=workdir)
+  config, workdir, args, words = BAD_INPUTS[name]
+  if config and not config.startswith('/'):
+    (tmp_path / 'my_config.py').write_text(config)
+    config = 'my_config.py'
+  (tmp_path / 'afile').write_text('')
+  before = sorted(os.listdir(tmp_path))
+  cmd = [sys.executable, '-m', 'cnn_jax.main',
+         f'--config={config or _util.ROOT + "/configs/default.py"}',
+         f'--workdir={workdir}', *args]
+  proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True,
+                        env=_util.subprocess_env(2), timeout=600)
   assert proc.returncode == 2, proc.stderr[-2000:]
   errors = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
   assert len(errors) == 1, proc.stderr[-2000:]
   assert words in errors[0]
   assert 'Traceback' not in proc.stderr
-  assert not workdir.exists()
+  assert sorted(os.listdir(tmp_path)) == before  # Nothing left behind.
+
+
+def test_a_diverged_run_is_one_line_and_exit_status_1(tmp_path,
+                                                      real_data_dir):
+  """Also: a workdir given with ~ is the home folder's."""
+  data = _util.tiny_config().data
+  data.update(data_dir=real_data_dir, manual_dir=_util.MANUAL_DIR, cache=True)
+  input_pipeline.load_splits(data)
+  env = dict(_util.subprocess_env(1), HOME=str(tmp_path))
+  proc = subprocess.run(
+      [sys.executable, '-m', 'cnn_jax.main',
+       f'--config={_util.ROOT}/configs/default.py', '--workdir=~/run',
+       '--config.learning_rate=1e30', '--config.batch_size=50',
+       '--config.data.num_train_examples=200',
+       f'--config.data.data_dir={real_data_dir}'],
+      cwd=_util.ROOT, capture_output=True, text=True, env=env, timeout=600)
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert proc.stderr.splitlines()[-1] == (
+      'error: training diverged at epoch 1: train loss nan is not finite; '
+      'summary.json records it')
+  with open(tmp_path / 'run' / 'summary.json') as f:
+    assert json.load(f)['status'] == 'diverged'

@@ -35,3 +35,28 @@ def test_json_files_are_replaced_whole(tmp_path):
   assert records.read_json_lines(lines) == [{'epoch': 1}, {'epoch': 2}]
   assert records.read_json_lines(str(tmp_path / 'none.jsonl')) == []
   assert sorted(os.listdir(tmp_path)) == ['metrics.jsonl', 'summary.json']
+
+
+def test_a_folder_that_cannot_be_written_is_refused_creating_nothing(
+    tmp_path):
+  (tmp_path / 'afile').write_text('')
+  cases = {
+      str(tmp_path / 'afile'): f'workdir {tmp_path}/afile is a file, not a '
+                               f'folder',
+      str(tmp_path / 'afile' / 'run'): f'workdir {tmp_path}/afile/run cannot '
+                                       f'be made: {tmp_path}/afile is a file',
+      # Read-only even for root, whom file modes do not stop.
+      '/sys/cnn_jax_run': 'workdir /sys/cnn_jax_run cannot be written: '
+                          'Permission denied in /sys',
+  }
+  for folder, message in cases.items():
+    with pytest.raises(records.FolderError) as e:
+      records.claim_folder(folder)
+    assert str(e.value) == message
+  assert os.listdir(tmp_path) == ['afile']
+
+
+def test_a_tilde_is_the_home_folder(tmp_path, monkeypatch):
+  monkeypatch.setenv('HOME', str(tmp_path))
+  assert records.check_folder('~/runs/a') == f'{tmp_path}/runs/a'
+  assert not (tmp_path / 'runs').exists()  # Checked, not made.

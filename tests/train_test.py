@@ -16,6 +16,7 @@ import tensorflow_datasets as tfds
 
 from cnn_jax import models
 from cnn_jax import train
+from cnn_jax import validation
 import _util
 
 
@@ -105,9 +106,9 @@ def test_eval_step_ignores_masked_examples():
   np.testing.assert_allclose(half['loss'], first['loss'], rtol=1e-6)
 
 
-def _run(config, workdir):
+def _run(config, workdir, **kwargs):
   with tfds.testing.mock_data(num_examples=48):
-    return train.train_and_evaluate(config, workdir)
+    return train.train_and_evaluate(config, workdir, **kwargs)
 
 
 def _epoch_records(workdir):
@@ -126,6 +127,7 @@ def test_train_and_evaluate_writes_summary_and_metrics(tmp_path):
               'epochs_completed', 'num_params', 'num_devices',
               'train_images_per_sec', 'wall_time_s', 'config', 'versions'):
     assert key in summary, key
+  assert summary['status'] == 'ok'
   assert summary['epochs_completed'] == 1
   assert summary['num_devices'] == 2
   assert summary['num_params'] == 29_034
@@ -156,6 +158,11 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
   assert _epoch_records(resumed) == _epoch_records(straight)
   assert again['test_accuracy'] == summary['test_accuracy']
   assert again['epochs_completed'] == 3
+  # Throughput counts only epochs that compiled nothing: not epoch 1 (the
+  # first invocation's) nor epoch 2 (the resumed one's), so epoch 3 alone.
+  with open(os.path.join(resumed, 'metrics.jsonl')) as f:
+    rates = [json.loads(line)['images_per_sec'] for line in f]
+  assert again['train_images_per_sec'] == rates[2]
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
@@ -275,3 +282,85 @@ def test_target_accuracy_stops_early_and_is_recorded(tmp_path):
   summary = _run(config, str(tmp_path / 'missed'))
   assert summary['target_epoch'] is None
   assert summary['epochs_completed'] == 3
+
+
+def test_a_rerun_with_another_config_is_refused_unless_started_over(tmp_path):
+  config = _util.tiny_config()
+  first = _run(config, str(tmp_path))
+  other = _util.tiny_config()
+  other.model.activation = 'tanh'
+  other.num_epochs = 2  # Cosine spans num_epochs: another schedule.
+  with pytest.raises(validation.ConfigError) as e:
+    _run(other, str(tmp_path))
+  assert str(e.value) == (
+      f'{tmp_path} holds a run of another config: model.activation (relu '
+      f'there, tanh now), num_epochs (1 there, 2 now); rerun with its '
+      f'values, or pass --start_over to discard it and train again')
+  with open(tmp_path / 'summary.json') as f:
+    assert json.load(f)['test_loss'] == first['test_loss']  # Untouched.
+  again = _run(other, str(tmp_path), start_over=True)
+  assert again['config']['model']['activation'] == 'tanh'
+  assert [r['epoch'] for r in _epoch_records(str(tmp_path))] == [1, 2]
+
+
+def test_num_epochs_may_grow_under_a_constant_schedule(tmp_path):
+  config = _util.tiny_config()
+  config.lr_schedule = 'constant'
+  config.num_epochs = 2
+  straight = _run(config, str(tmp_path / 'straight'))
+  config.num_epochs = 1
+  _run(config, str(tmp_path / 'grown'))
+  config.num_epochs = 2
+  grown = _run(config, str(tmp_path / 'grown'))
+  assert _epoch_records(str(tmp_path / 'grown')) == _epoch_records(
+      str(tmp_path / 'straight'))
+  assert grown['test_loss'] == straight['test_loss']
+
+
+def test_a_diverged_run_stops_and_keeps_its_last_good_checkpoint(tmp_path):
+  config = _util.tiny_config()
+  config.lr_schedule = 'constant'
+  _run(config, str(tmp_path))
+  # Epoch 2's loss (about 2) is above the ceiling now set: finite, but
+  # what a blown-up run looks like.
+  config.num_epochs, config.max_train_loss = 3, 0.5
+  summary = _run(config, str(tmp_path))
+  assert summary['status'] == 'diverged'
+  assert summary['diverged_epoch'] == 2 and summary['epochs_completed'] == 1
+  assert summary['reason'].startswith('diverged at epoch 2: train loss ')
+  assert summary['reason'].endswith('> config.max_train_loss 0.5')
+  for key in ('test_accuracy', 'best_val_accuracy', 'train_images_per_sec'):
+    assert key not in summary
+  assert os.listdir(tmp_path / 'checkpoints') == ['1']
+  assert [r['epoch'] for r in _epoch_records(str(tmp_path))] == [1]
+  # A rerun does not train it again.
+  assert _run(config, str(tmp_path)) == json.loads(json.dumps(summary))
+  assert os.listdir(tmp_path / 'checkpoints') == ['1']
+
+
+def test_a_non_finite_loss_is_a_diverged_run(tmp_path):
+  config = _util.tiny_config()
+  config.learning_rate = 1e30
+  summary = _run(config, str(tmp_path))
+  assert summary['status'] == 'diverged' and summary['diverged_epoch'] == 1
+  assert summary['diverged_train_loss'] == 'nan'
+  assert summary['reason'] == 'diverged at epoch 1: train loss nan is not finite'
+  with open(tmp_path / 'summary.json') as f:
+    assert json.load(f)['status'] == 'diverged'  # Strict JSON: no NaN.
+
+
+def test_one_diverged_seed_leaves_the_others_as_they_would_be(tmp_path):
+  config = _util.tiny_config()
+  config.max_train_loss = float('inf')
+  dirs = lambda name: [str(tmp_path / f'{name}{s}') for s in (0, 1)]
+  with tfds.testing.mock_data(num_examples=48):
+    free = train.train_seeds(config, [0, 1], dirs('free'))
+    losses = [_epoch_records(d)[0]['train_loss'] for d in dirs('free')]
+    assert losses[0] != losses[1]
+    # A ceiling between the two: the seed above it diverges alone.
+    config.max_train_loss = sum(losses) / 2
+    capped = train.train_seeds(config, [0, 1], dirs('capped'))
+  high = int(losses[1] > losses[0])
+  assert capped[high]['status'] == 'diverged'
+  assert capped[1 - high]['status'] == 'ok'
+  assert capped[1 - high]['test_loss'] == free[1 - high]['test_loss']
