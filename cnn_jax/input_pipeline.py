@@ -141,18 +141,19 @@ def _prepare_and_read(data_config: ml_collections.ConfigDict
   """TFDS's full splits, prepared first where needed, and their folder."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   data_dir = _tfds_data_dir(data_config.data_dir)
+  manual_dir = os.path.expanduser(data_config.manual_dir)
   builder = tfds.builder(data_config.dataset, data_dir=data_dir)
   if not builder.is_prepared():
     if not _writable(data_dir):
       raise DataError(f'config.data.data_dir: cannot write in {data_dir} to '
                       f'prepare {data_config.dataset}; choose a writable '
                       f'folder')
-    if data_config.manual_dir:
-      check_manual_files(data_config.dataset, data_config.manual_dir)
+    if manual_dir:
+      check_manual_files(data_config.dataset, manual_dir)
   prepare = functools.partial(
       builder.download_and_prepare,
       download_config=tfds.download.DownloadConfig(
-          manual_dir=data_config.manual_dir or None))
+          manual_dir=manual_dir or None))
   # Process 0 prepares first: where the processes share the folder, the
   # others then find it ready instead of writing it at the same time.
   if parallel.is_main_process():

@@ -136,8 +136,8 @@ def point_config(base: ml_collections.ConfigDict,
           f'sweep axis {field} is not a config field{hint}') from None
     except TypeError:
       raise validation.ConfigError(
-          f'sweep axis {field}: {value!r} has the wrong type for that '
-          f'field') from None
+          f'sweep axis {field}: {validation.shown(value)} has the wrong '
+          f'type for that field') from None
   return config
 
 
