@@ -1,8 +1,10 @@
 """Helpers shared by the tests: the tiny config every test derives from."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 from configs import default
 
@@ -55,3 +57,21 @@ def hold_folder(folder):
                           cwd=ROOT, stdout=subprocess.PIPE, text=True)
   assert proc.stdout.readline().strip() == 'claimed'
   return proc
+
+
+def kill_when(cmd, moment, timeout=300):
+  """Runs `cmd` and SIGKILLs it as soon as `moment(seconds)` is true.
+
+  Returns whether it was killed (False: it finished first, successfully).
+  """
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(1),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  start = time.time()
+  while proc.poll() is None:
+    assert time.time() - start < timeout
+    if moment(time.time() - start):
+      proc.send_signal(signal.SIGKILL)
+      proc.wait()
+      return True
+  assert proc.returncode == 0
+  return False

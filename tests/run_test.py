@@ -8,8 +8,6 @@ with the numbers of the run that was never interrupted, bit for bit.
 import json
 import os
 import random
-import signal
-import subprocess
 import sys
 import time
 
@@ -28,25 +26,13 @@ def _command(workdir, data_dir):
           f'--config.data.data_dir={data_dir}']
 
 
-def _kill_when(workdir, data_dir, moment, timeout=300):
-  """Starts a run and SIGKILLs it once `moment(checkpoint names, seconds)`.
-
-  Returns whether it was killed (False: it finished first).
-  """
-  proc = subprocess.Popen(_command(workdir, data_dir), cwd=_util.ROOT,
-                          env=_util.subprocess_env(1),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  start = time.time()
+def _kill_when(workdir, data_dir, moment):
+  """Kills a run once `moment(checkpoint folder names, seconds)` is true."""
   checkpoints = os.path.join(workdir, 'checkpoints')
-  while proc.poll() is None:
-    assert time.time() - start < timeout
-    names = os.listdir(checkpoints) if os.path.isdir(checkpoints) else []
-    if moment(names, time.time() - start):
-      proc.send_signal(signal.SIGKILL)
-      proc.wait()
-      return True
-  assert proc.returncode == 0
-  return False
+  names = lambda: (os.listdir(checkpoints) if os.path.isdir(checkpoints)
+                   else [])
+  return _util.kill_when(_command(workdir, data_dir),
+                         lambda seconds: moment(names(), seconds))
 
 
 def _numbers(workdir):

@@ -2,9 +2,11 @@
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 import tensorflow_datasets as tfds
@@ -272,3 +274,42 @@ def test_vmapped_sweep_equals_the_one_by_one_sweep(tmp_path):
     assert v['config'] == s['config']
     # Float tolerance, as train_test's whole-run comparison explains.
     assert abs(v['test_loss'] - s['test_loss']) <= 1e-3 * s['test_loss']
+
+
+def test_a_sweep_killed_at_a_random_moment_ends_as_if_never_killed(
+    tmp_path, real_data_dir):
+  """kill -9 of the sweep process, a rerun: every point once, same table."""
+  data = _util.tiny_config().data
+  data.update(data_dir=real_data_dir, manual_dir=_util.MANUAL_DIR, cache=True)
+  input_pipeline.load_splits(data)
+  spec = tmp_path / 'three_points.py'
+  spec.write_text(
+      'from configs import default\n'
+      'get_config = default.get_config\n'
+      'def get_sweep():\n'
+      '  return {"axes": {"model.activation": ["relu", "tanh", "sigmoid"],\n'
+      '                   "seed": [0]},\n'
+      '          "rows": "model.activation", "cols": "seed",\n'
+      '          "metric": "test_accuracy"}\n')
+  command = lambda workdir: [
+      sys.executable, '-m', 'cnn_jax.sweep', f'--config={spec}',
+      f'--workdir={workdir}', '--config.num_epochs=2',
+      '--config.batch_size=50', '--config.data.num_train_examples=300',
+      '--config.data.num_validation_examples=500',
+      f'--config.data.data_dir={real_data_dir}']
+  straight, killed = tmp_path / 'straight' / 'runs', tmp_path / 'killed' / 'runs'
+  t0 = time.time()
+  assert not _util.kill_when(command(straight), lambda s: False)
+  delay = random.uniform(0, time.time() - t0)
+  print(f'killed after {delay:.2f} s')
+  _util.kill_when(command(killed), lambda s: s > delay)
+  assert not _util.kill_when(command(killed), lambda s: False)
+  names = sorted(n for n in os.listdir(straight) if '=' in n)
+  assert names == sorted(n for n in os.listdir(killed) if '=' in n)
+  for name in names:
+    with open(straight / name / 'metrics.jsonl') as f:
+      assert len(f.readlines()) == 2  # Every epoch once.
+    with open(killed / name / 'metrics.jsonl') as f:
+      assert len(f.readlines()) == 2
+  assert (report.write_report(str(killed))['markdown'] ==
+          report.write_report(str(straight))['markdown'])
