@@ -153,7 +153,9 @@ def jax_time_to_target(config_path: str, manual_dir: str, target: float,
   seconds = _timed([sys.executable, '-m', 'cnn_jax.main',
                     f'--config={config_path}', f'--workdir={workdir}',
                     f'--config.data.manual_dir={manual_dir}',
-                    f'--config.target_test_accuracy={target}'])
+                    f'--config.target_test_accuracy={target}',
+                    # A first run's time: nothing compiled beforehand.
+                    '--compilation_cache='])
   with open(os.path.join(workdir, 'summary.json')) as f:
     summary = json.load(f)
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:

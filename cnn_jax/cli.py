@@ -13,6 +13,7 @@ from typing import NoReturn
 
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
 import cnn_jax
@@ -38,6 +39,14 @@ def define_flags(*, config: bool = True, distributed: bool = True) -> None:
         'config', None, 'Path to a config file (get_config()).',
         lock_config=True)
     flags.mark_flag_as_required('config')
+    flags.DEFINE_string(
+        'compilation_cache',
+        os.path.join(os.environ.get('XDG_CACHE_HOME', '~/.cache'), 'cnn_jax',
+                     'jax'),
+        "Folder of JAX's persistent compilation cache: a rerun, or the next "
+        'sweep point with the same shapes, loads its programs instead of '
+        "compiling them; '' turns it off. JAX_COMPILATION_CACHE_DIR, when "
+        'set, wins.')
     flags.DEFINE_bool('start_over', False,
                       'Discard the run in --workdir (checkpoints, metrics, '
                       'summary) and train it from scratch; in a sweep, the '
@@ -57,7 +66,8 @@ def define_flags(*, config: bool = True, distributed: bool = True) -> None:
 
 
 def start() -> None:
-  """What each entry point does first: join the processes, quiet the logs.
+  """What each entry point does first: join the processes, turn on the
+  compilation cache, quiet the logs.
 
   Only process 0 logs progress; the others log warnings and errors.
   """
@@ -71,6 +81,11 @@ def start() -> None:
     parallel.initialize_distributed(*explicit)
   elif 'distributed' in FLAGS and FLAGS.distributed:
     parallel.initialize_distributed()
+  cache = FLAGS.compilation_cache if 'compilation_cache' in FLAGS else ''
+  if cache and not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+    jax.config.update('jax_compilation_cache_dir', os.path.expanduser(cache))
+    # Every program, however quick to compile: a sweep point has several.
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
   logging.get_absl_handler().addFilter(_only_own_info)
   if not parallel.is_main_process():
     logging.set_verbosity(logging.WARNING)

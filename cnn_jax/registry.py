@@ -6,10 +6,11 @@ report, tests) sees the same set of names.
 """
 
 import functools
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import flax.linen as nn
 
+from cnn_jax import layers
 from cnn_jax import pooling
 
 ACTIVATIONS: dict[str, Callable] = {
@@ -32,11 +33,34 @@ POOLS: dict[str, Callable] = {
     'gaussian': pooling.gaussian_pool,
 }
 
-_TABLES = {'activation': ACTIVATIONS, 'pooling': POOLS}
+
+
+class LayerSet(NamedTuple):
+  """A conv and a BatchNorm, built as conv(features, kernel_size, name=...)
+  and batch_norm(use_running_average=..., momentum=..., epsilon=...,
+  axis_name=..., name=...)."""
+  conv: Callable[..., nn.Module]
+  batch_norm: Callable[..., nn.Module]
+
+
+def _flax_conv(features: int, kernel_size: int, **kwargs) -> nn.Module:
+  return nn.Conv(features, (kernel_size, kernel_size), padding='SAME',
+                 **kwargs)
+
+
+# Both sets make the same parameter and batch_stats trees, so a checkpoint
+# moves between them; `models.create_model` picks one per backend.
+LAYERS: dict[str, LayerSet] = {
+    'flax': LayerSet(_flax_conv, nn.BatchNorm),
+    # Faster on XLA's CPU backend (cnn_jax/layers.py; README, Speed).
+    'cpu': LayerSet(layers.Conv, layers.BatchNorm),
+}
+
+_TABLES = {'activation': ACTIVATIONS, 'pooling': POOLS, 'layers': LAYERS}
 
 
 def names(kind: str) -> list[str]:
-  """The names registered for `kind` ('activation' or 'pooling')."""
+  """The names registered for `kind` ('activation', 'pooling', 'layers')."""
   return sorted(_TABLES[kind])
 
 

@@ -34,13 +34,13 @@ CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'
 SUMMARY_FILE = 'summary.json'
 CHECKPOINTS = 'checkpoints'
-# What a run may change when resumed: how it is evaluated, stored and run
-# over devices, and where the data come from; not what is trained.
+# What a run may change when resumed: how it is evaluated, stored, compiled
+# and run over devices, and where the data come from; not what is trained.
 # (num_epochs may grow under a constant schedule: `config_changes`.)
 MAY_CHANGE_ON_RESUME = frozenset((
     'eval_batch_size', 'max_checkpoints_to_keep', 'target_test_accuracy',
-    'max_train_loss', 'parallelism', 'data.data_dir', 'data.manual_dir',
-    'data.cache'))
+    'max_train_loss', 'parallelism', 'epoch_loop', 'model.layers',
+    'data.data_dir', 'data.manual_dir', 'data.cache'))
 
 
 def _flat(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:

@@ -191,6 +191,74 @@ def compile_train_batch(config: ml_collections.ConfigDict,
                  (REPLICATED, REPLICATED), donate_argnums=(0,))
 
 
+def train_epoch(state: TrainState, data: dict[str, jnp.ndarray],
+                key: jax.Array, indices: jnp.ndarray, **kwargs: Any
+                ) -> tuple[TrainState, dict[str, jnp.ndarray]]:
+  """Every batch of the epoch as one program: train_batch under lax.scan.
+
+  Returns the state and each step's metrics, [steps] per metric.
+  """
+  def body(state, step):
+    return train_batch(state, data, key, indices, step, **kwargs)
+
+  return lax.scan(body, state, jnp.arange(indices.shape[0]))
+
+
+def compile_train_epoch(config: ml_collections.ConfigDict,
+                        par: parallel.Parallelism) -> Callable:
+  """(state, data, key, indices) -> (state, metrics [seeds, steps])."""
+  augment = functools.partial(input_pipeline.augment,
+                              flip=config.data.random_flip,
+                              shift=config.data.random_shift)
+  epoch = functools.partial(train_epoch, augment=augment,
+                            label_smoothing=config.label_smoothing)
+  return par.map(jax.vmap(epoch, in_axes=(0, None, 0, 0)),
+                 (REPLICATED, REPLICATED, REPLICATED, SHARDED),
+                 (REPLICATED, REPLICATED), donate_argnums=(0,))
+
+
+def scans_epoch(config: ml_collections.ConfigDict) -> bool:
+  """`config.epoch_loop`, with 'auto' resolved: the one place that decides.
+
+  'auto' scans on GPUs and TPUs, where a step is cheap and the Python loop's
+  dispatch is most of an epoch; it loops on a CPU, where the scanned epoch
+  ran slower (README, Speed).
+  """
+  if config.epoch_loop == 'auto':
+    return jax.default_backend() != 'cpu'
+  return config.epoch_loop == 'scan'
+
+
+def epoch_runner(config: ml_collections.ConfigDict, par: parallel.Parallelism,
+                 steps: int) -> Callable:
+  """(state, data, key, indices) -> (state, host metrics [steps, seeds]).
+
+  The epoch runs as one compiled program or as a Python loop of compiled
+  steps (`scans_epoch`); either way the step metrics reach the host once,
+  at the epoch's end.
+  """
+  if scans_epoch(config):
+    p_epoch = compile_train_epoch(config, par)
+
+    def run(state, data, key, indices):
+      state, metrics = p_epoch(state, data, key, indices)
+      return state, jax.tree.map(lambda x: x.T, par.get(metrics))
+    return run
+
+  p_train_batch = compile_train_batch(config, par)
+  step_ids = [par.replicate(np.int32(t)) for t in range(steps)]
+
+  def loop(state, data, key, indices):
+    step_metrics = []
+    for step_id in step_ids:
+      state, metrics = p_train_batch(state, data, key, indices, step_id)
+      step_metrics.append(metrics)
+      if par.wait_each_step:
+        jax.block_until_ready(metrics)
+    return state, stack(par.get(step_metrics))
+  return loop
+
+
 def compile_epoch_plan(par: parallel.Parallelism, num_examples: int,
                        batch_size: int) -> Callable:
   """(seed keys, epoch) -> (epoch keys, indices)."""
@@ -352,15 +420,17 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
   # --- Model, optimizer and runs --------------------------------------------
   tx = create_optimizer(config, steps_per_epoch)
   runs = _open_runs(configs, workdirs, models.create_model(config.model), tx)
-  logging.info('parameters: %d; seeds in one program: %d; %d devices (%s)',
-               num_params(runs[0].state.params), len(seeds), par.num_devices,
-               config.parallelism)
+  layers = models.layer_set_name(config.model.layers)
+  epoch_loop = 'scan' if scans_epoch(config) else 'python'
+  logging.info('parameters: %d; seeds in one program: %d; %d devices (%s); '
+               '%s layers; epoch loop: %s', num_params(runs[0].state.params),
+               len(seeds), par.num_devices, config.parallelism, layers,
+               epoch_loop)
 
   # --- Compiled steps -------------------------------------------------------
-  p_train_batch = compile_train_batch(config, par)
+  run_epoch = epoch_runner(config, par, steps_per_epoch)
   p_epoch_plan = compile_epoch_plan(par, num_train, config.batch_size)
   p_evaluate = compile_evaluate(par)
-  step_ids = [par.replicate(np.int32(t)) for t in range(steps_per_epoch)]
   seed_keys = par.replicate(np.stack([jax.random.key_data(_keys(s)[1])
                                       for s in seeds]))
   evaluate = functools.partial(_evaluate, p_evaluate, par)
@@ -371,7 +441,8 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
   facts = {'num_params': num_params(runs[0].state.params),
            'num_devices': par.num_devices,
            'num_processes': jax.process_count(),
-           'seeds_in_program': len(runs), 'num_train_examples': num_train}
+           'seeds_in_program': len(runs), 'num_train_examples': num_train,
+           'layers': layers, 'epoch_loop': epoch_loop}
   summaries = [None] * len(runs)
   # Seeds still training; a diverged seed's lane keeps computing in the
   # vmapped program, but nothing of it is saved.
@@ -381,14 +452,8 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
       break
     t0 = time.time()
     key, indices = p_epoch_plan(seed_keys, par.replicate(np.int32(epoch)))
-    step_metrics = []
-    for step_id in step_ids:
-      state, metrics = p_train_batch(state, train_data, key, indices, step_id)
-      step_metrics.append(metrics)
-      if par.wait_each_step:
-        jax.block_until_ready(metrics)
     # One host sync per epoch, not per step; [steps, seeds] per metric.
-    step_metrics = stack(par.get(step_metrics))
+    state, step_metrics = run_epoch(state, train_data, key, indices)
     seconds = time.time() - t0
     val = evaluate(state, eval_data['validation'])
     # The test split is read here only to stop at a target; selection

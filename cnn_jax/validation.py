@@ -21,6 +21,7 @@ from cnn_jax import parallel
 from cnn_jax import registry
 
 LR_SCHEDULES = ('constant', 'cosine')
+EPOCH_LOOPS = ('auto', 'scan', 'python')
 # jax.random.key takes any integer; int32's range keeps every backend happy.
 MAX_SEED = 2**31 - 1
 
@@ -79,6 +80,8 @@ def _check_training(config: ml_collections.ConfigDict) -> None:
            '> 0 (inf = never call a run diverged)', config.max_train_loss)
   _require(config.parallelism in parallel.PARALLELISMS, 'parallelism',
            f'one of {", ".join(parallel.PARALLELISMS)}', config.parallelism)
+  _require(config.epoch_loop in EPOCH_LOOPS, 'epoch_loop',
+           f'one of {", ".join(EPOCH_LOOPS)}', config.epoch_loop)
   _require(config.max_checkpoints_to_keep >= 1, 'max_checkpoints_to_keep',
            '>= 1', config.max_checkpoints_to_keep)
 
@@ -100,9 +103,10 @@ def _check_data(data: ml_collections.ConfigDict) -> None:
 
 def _check_model(model: ml_collections.ConfigDict,
                  data: ml_collections.ConfigDict) -> None:
-  for field, kind in (('activation', 'activation'), ('pooling', 'pooling')):
+  for field, kind in (('activation', 'activation'), ('pooling', 'pooling'),
+                      ('layers', 'layers')):
     name = model[field]
-    table = registry.names(kind)
+    table = registry.names(kind) + (['auto'] if kind == 'layers' else [])
     _require(name in table, f'model.{field}', f'one of {", ".join(table)}',
              name)
   classes = input_pipeline.DATASETS[data.dataset].num_classes

@@ -45,6 +45,11 @@ def get_config() -> ml_collections.ConfigDict:
   # How the step runs over all devices of all processes (cnn_jax.parallel):
   # 'pmap', or 'shard_map' (jax.jit of jax.shard_map over a device mesh).
   config.parallelism = 'pmap'
+  # How an epoch runs: 'scan', one compiled program (lax.scan over the
+  # steps); 'python', a Python loop of compiled steps; 'auto': scan on GPUs
+  # and TPUs, where the loop's overhead dominates, the loop on a CPU, where
+  # the scanned epoch was slower (README, Speed).
+  config.epoch_loop = 'auto'
 
   config.model = ml_collections.ConfigDict()
   # Names resolved by cnn_jax.registry: activations sigmoid, tanh, relu,
@@ -60,6 +65,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.features = (16, 32)
   config.model.kernel_size = 5
   config.model.num_classes = 10
+  # Which implementation of Conv and BatchNorm (cnn_jax.registry.LAYERS):
+  # 'flax' (flax.linen's), 'cpu' (the same layers, faster on XLA's CPU
+  # backend), or 'auto': 'cpu' on a CPU, 'flax' on GPUs and TPUs. All make
+  # the same parameters, so checkpoints move between them.
+  config.model.layers = 'auto'
 
   config.data = ml_collections.ConfigDict()
   config.data.dataset = 'fashion_mnist'

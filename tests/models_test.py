@@ -1,5 +1,6 @@
 """Shapes, parameter count and BatchNorm state of the seed's ConvNet."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import pytest
@@ -76,3 +77,25 @@ def test_every_registry_entry_builds(activation, pooling):
 def test_tiny_cnn_for_tests():
   variables = _init(models._TinyCNN(bn_axis_name=None))
   assert variables['params']['fc']['kernel'].shape == (14 * 14 * 4, 10)
+
+
+def test_flax_and_cpu_layers_make_one_parameter_tree_and_numbers():
+  """model.layers picks an implementation, never another model."""
+  config = _util.tiny_config().model
+  x = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
+  models_by_name, variables = {}, {}
+  for name in ('flax', 'cpu'):
+    config.layers = name
+    models_by_name[name] = models.create_model(config, bn_axis_name=None)
+    variables[name] = models_by_name[name].init(jax.random.key(0), x,
+                                                train=False)
+  assert (jax.tree.map(jnp.shape, variables['flax']) ==
+          jax.tree.map(jnp.shape, variables['cpu']))
+  # Same initializers under the same names: the same initial weights.
+  chex.assert_trees_all_close(variables['flax'], variables['cpu'])
+  outs = [models_by_name[name].apply(variables['flax'], x, train=True,
+                                     mutable=['batch_stats'])
+          for name in ('flax', 'cpu')]
+  chex.assert_trees_all_close(outs[0], outs[1], atol=1e-4)
+  config.layers = 'auto'
+  assert models.layer_set_name('auto') == 'cpu'  # The tests run on a CPU.

@@ -15,6 +15,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from cnn_jax import models
+from cnn_jax import parallel
 from cnn_jax import train
 from cnn_jax import validation
 import _util
@@ -128,6 +129,8 @@ def test_train_and_evaluate_writes_summary_and_metrics(tmp_path):
               'train_images_per_sec', 'wall_time_s', 'config', 'versions'):
     assert key in summary, key
   assert summary['status'] == 'ok'
+  # 'auto' on a CPU: the CPU-tuned layers and the Python loop.
+  assert (summary['layers'], summary['epoch_loop']) == ('cpu', 'python')
   assert summary['epochs_completed'] == 1
   assert summary['num_devices'] == 2
   assert summary['num_params'] == 29_034
@@ -364,3 +367,49 @@ def test_one_diverged_seed_leaves_the_others_as_they_would_be(tmp_path):
   assert capped[high]['status'] == 'diverged'
   assert capped[1 - high]['status'] == 'ok'
   assert capped[1 - high]['test_loss'] == free[1 - high]['test_loss']
+
+
+def test_the_scanned_epoch_takes_the_loops_parameters():
+  """After one epoch on a slice, the two paths hold the same parameters."""
+  config = _util.tiny_config()
+  par = parallel.create('pmap')
+  model = models._TinyCNN()
+  tx = optax.sgd(0.1)
+  state = jax.device_get(train.create_train_state(jax.random.key(0), model, tx))
+  data = _batch(32)
+  data['image'] = (data['image'] * 255).astype(np.uint8)
+  plan = train.compile_epoch_plan(par, 32, 8)
+  seed_keys = par.replicate(jax.random.key_data(jax.random.split(
+      jax.random.key(1), 1)))
+  key, indices = plan(seed_keys, par.replicate(np.int32(1)))
+  assert not train.scans_epoch(config)  # 'auto' loops on a CPU.
+  results = {}
+  for loop in ('python', 'scan'):
+    config.epoch_loop = loop
+    run = train.epoch_runner(config, par, 4)
+    results[loop] = run(par.replicate(train.stack([state])),
+                        par.replicate(data), key, indices)
+  (p_state, p_metrics), (s_state, s_metrics) = results['python'], results['scan']
+  assert p_metrics['loss'].shape == s_metrics['loss'].shape == (4, 1)
+  chex.assert_trees_all_close(par.get(p_state).params,
+                              par.get(s_state).params, atol=1e-5)
+  chex.assert_trees_all_close(p_metrics, s_metrics, atol=1e-5)
+
+
+def test_a_checkpoint_moves_between_layer_sets(tmp_path):
+  """Trained with the CPU layers, resumed with Flax's: the same run."""
+  config = _util.tiny_config()
+  config.lr_schedule = 'constant'
+  config.num_epochs = 2
+  config.model.layers = 'cpu'
+  straight = _run(config, str(tmp_path / 'straight'))
+  config.num_epochs = 1
+  _run(config, str(tmp_path / 'moved'))
+  config.num_epochs, config.model.layers = 2, 'flax'
+  moved = _run(config, str(tmp_path / 'moved'))
+  assert moved['layers'] == 'flax' and moved['epochs_completed'] == 2
+  a, b = (_epoch_records(str(tmp_path / n)) for n in ('straight', 'moved'))
+  assert a[0] == b[0]  # Epoch 1 was trained by the same code.
+  for key in a[1]:  # Epoch 2, by other code: float tolerance.
+    assert abs(a[1][key] - b[1][key]) <= 1e-3 * max(1, abs(a[1][key])), key
+  assert abs(straight['test_loss'] - moved['test_loss']) <= 1e-3
