@@ -7,7 +7,7 @@
 set -euo pipefail
 DATA_DIR=$(realpath "$1")
 SPEC=$(realpath experiments/sweep_overhead/four_points.py)
-PY=$(realpath .venv/bin/python)
+PY=$(pwd)/.venv/bin/python
 T=/tmp/sweep_overhead
 rm -rf $T && mkdir -p $T
 git clone -q . $T/before && git -C $T/before checkout -q aff116b
