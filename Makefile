@@ -27,7 +27,8 @@ train: setup
 	$(PY) -m cnn_jax.main --config=$(CONFIG) --workdir=$(WORKDIR) $(MANUAL_FLAG) $(ARGS)
 
 # JAX against the seed's PyTorch model; writes $(BENCH_DIR)/benchmark.{json,md}.
-BENCH_DIR ?= experiments/benchmark/cpu
+# Empty: experiments/benchmark/<device>, e.g. cpu or nvidia-h200.
+BENCH_DIR ?=
 benchmark: setup
 	$(PY) -m cnn_jax.benchmark --workdir=$(BENCH_DIR) --manual_dir=$(MANUAL_DIR) $(ARGS)
 

@@ -26,14 +26,17 @@ FLAGS = flags.FLAGS
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(cnn_jax.__file__)))
 
 
-def define_flags(*, config: bool = True, distributed: bool = True) -> None:
+def define_flags(*, config: bool = True, distributed: bool = True,
+                 workdir_required: bool = True) -> None:
   """Defines --workdir and (optionally) --config and the multi-process flags.
 
   Called by each entry point under `__main__`, so that importing its module
   as a library (tests, notebooks) defines no flags.
   """
-  flags.DEFINE_string('workdir', None, 'The run or sweep folder.')
-  flags.mark_flag_as_required('workdir')
+  flags.DEFINE_string('workdir', None if workdir_required else '',
+                      'The run or sweep folder.')
+  if workdir_required:
+    flags.mark_flag_as_required('workdir')
   if config:
     config_flags.DEFINE_config_file(
         'config', None, 'Path to a config file (get_config()).',

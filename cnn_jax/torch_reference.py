@@ -7,8 +7,13 @@ prepares from, read with numpy as a user without torchvision would.
 
   python -m cnn_jax.torch_reference throughput --batch_size=128 --threads=2
   python -m cnn_jax.torch_reference time_to_target --manual_dir=DIR
+  ... --device=cuda [--compile]   # on a GPU: data held there, eager or
+                                  # torch.compile'd
 
-Each command prints one JSON line.
+Each command prints one JSON line. On the CPU the data go through a
+shuffling DataLoader, as the seed's code does; on a GPU they are held on the
+device and shuffled there, as the JAX trainer does, so that neither side
+waits on host copies.
 """
 
 import argparse
@@ -61,6 +66,44 @@ def load(manual_dir: str, split: str) -> TensorDataset:
   return TensorDataset(x, torch.from_numpy(labels.astype(np.int64)))
 
 
+class DeviceLoader:
+  """A shuffling loader over tensors already on the device (GPU runs)."""
+
+  def __init__(self, data: TensorDataset, batch_size: int, shuffle: bool,
+               drop_last: bool = False):
+    self.x, self.y = data.tensors
+    self.batch_size, self.shuffle, self.drop_last = (batch_size, shuffle,
+                                                     drop_last)
+
+  def __iter__(self):
+    n = self.x.shape[0]
+    order = (torch.randperm(n, device=self.x.device) if self.shuffle
+             else torch.arange(n, device=self.x.device))
+    stop = n - n % self.batch_size if self.drop_last else n
+    for i in range(0, stop, self.batch_size):
+      idx = order[i:i + self.batch_size]
+      yield self.x[idx], self.y[idx]
+
+
+def loader(data: TensorDataset, device: str, **kwargs):
+  """The seed's DataLoader on the CPU; the data on the device elsewhere."""
+  if device == 'cpu':
+    return DataLoader(data, **kwargs)
+  return DeviceLoader(TensorDataset(*(t.to(device) for t in data.tensors)),
+                      **kwargs)
+
+
+def _sync(device: str) -> None:
+  if device == 'cuda':
+    torch.cuda.synchronize()
+
+
+def _model(device: str, compile_model: bool) -> nn.Module:
+  torch.backends.cudnn.benchmark = True
+  model = convnet1().to(device)
+  return torch.compile(model) if compile_model else model
+
+
 def train_epoch(model, loader, optimizer, loss_fn, max_steps=None) -> int:
   """The seed's training loop; returns how many images it trained on."""
   model.train()
@@ -86,29 +129,32 @@ def accuracy(model, loader) -> float:
   return correct / total
 
 
-def throughput(batch_size: int, steps: int, repeats: int) -> dict:
+def throughput(batch_size: int, steps: int, repeats: int, device: str = 'cpu',
+               compile_model: bool = False) -> dict:
   """Steady-state training images/s on random data of Fashion-MNIST's shape.
 
-  Two numbers: the plain loop over a shuffling DataLoader (what the seed's
+  Two numbers: the plain loop over a shuffling loader (what the seed's
   code runs), and the same steps on one batch already in memory (PyTorch's
   compute alone). Each is the best of `repeats` timings of `steps` steps,
-  after warm-up steps.
+  after warm-up steps (which include torch.compile's compilation).
   """
   torch.manual_seed(0)
   n = batch_size * steps
   data = TensorDataset(torch.rand(n, 1, 28, 28), torch.randint(0, 10, (n,)))
-  loader = DataLoader(data, batch_size=batch_size, shuffle=True,
-                      drop_last=True)
-  model = convnet1()
+  batches = loader(data, device, batch_size=batch_size, shuffle=True,
+                   drop_last=True)
+  model = _model(device, compile_model)
   optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
   loss_fn = nn.CrossEntropyLoss()
-  train_epoch(model, loader, optimizer, loss_fn, max_steps=10)  # warm-up
+  train_epoch(model, batches, optimizer, loss_fn, max_steps=10)  # warm-up
+  _sync(device)
   loop = []
   for _ in range(repeats):
     t0 = time.perf_counter()
-    seen = train_epoch(model, loader, optimizer, loss_fn)
+    seen = train_epoch(model, batches, optimizer, loss_fn)
+    _sync(device)
     loop.append(seen / (time.perf_counter() - t0))
-  x, y = data[:batch_size]
+  x, y = (t[:batch_size].to(device) for t in data.tensors)
   step_only = []
   for _ in range(repeats):
     t0 = time.perf_counter()
@@ -116,22 +162,25 @@ def throughput(batch_size: int, steps: int, repeats: int) -> dict:
       optimizer.zero_grad()
       loss_fn(model(x), y).backward()
       optimizer.step()
+    _sync(device)
     step_only.append(steps * batch_size / (time.perf_counter() - t0))
   return {'train_images_per_sec': max(loop),
           'step_only_images_per_sec': max(step_only)}
 
 
 def time_to_target(manual_dir: str, target: float, batch_size: int,
-                   max_epochs: int) -> dict:
+                   max_epochs: int, device: str = 'cpu',
+                   compile_model: bool = False) -> dict:
   """The seed's recipe (Adam 1e-3, cross-entropy) until test accuracy >= target.
 
   The test set is read once at the end of each epoch.
   """
   torch.manual_seed(0)
-  train_loader = DataLoader(load(manual_dir, 'train'), batch_size=batch_size,
-                            shuffle=True)
-  test_loader = DataLoader(load(manual_dir, 't10k'), batch_size=1000)
-  model = convnet1()
+  train_loader = loader(load(manual_dir, 'train'), device,
+                        batch_size=batch_size, shuffle=True)
+  test_loader = loader(load(manual_dir, 't10k'), device, batch_size=1000,
+                       shuffle=False)
+  model = _model(device, compile_model)
   optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
   loss_fn = nn.CrossEntropyLoss()
   history = []
@@ -153,15 +202,22 @@ def main() -> None:
   parser.add_argument('--manual_dir', default='')
   parser.add_argument('--target', type=float, default=0.9)
   parser.add_argument('--max_epochs', type=int, default=15)
+  parser.add_argument('--device', choices=['cpu', 'cuda'], default='cpu')
+  parser.add_argument('--compile', action='store_true',
+                      help='torch.compile the model')
   args = parser.parse_args()
+  if args.device == 'cuda' and not torch.cuda.is_available():
+    parser.error('--device=cuda, but PyTorch sees no CUDA device')
   torch.set_num_threads(args.threads)
   if args.command == 'throughput':
-    result = throughput(args.batch_size, args.steps, args.repeats)
+    result = throughput(args.batch_size, args.steps, args.repeats,
+                        args.device, args.compile)
   else:
     result = time_to_target(args.manual_dir, args.target, args.batch_size,
-                            args.max_epochs)
+                            args.max_epochs, args.device, args.compile)
   result.update(torch_version=torch.__version__,
-                threads=torch.get_num_threads())
+                threads=torch.get_num_threads(), device=args.device,
+                compiled=args.compile)
   print(json.dumps(result))
 
 

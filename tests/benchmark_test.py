@@ -7,20 +7,22 @@ import sys
 import pytest
 
 from configs import default
+from configs import seed_recipe
 from cnn_jax import benchmark
 import _util
 
 
-def test_seed_recipe_is_plain_adam_without_augmentation():
-  config = benchmark._seed_recipe(default.get_config(), batch_size=128)
-  assert config.batch_size == 128 and config.learning_rate == 1e-3
-  assert config.lr_schedule == 'constant' and config.weight_decay == 0.0
-  assert not config.data.random_flip and config.data.random_shift == 0
-  assert config.model.to_dict() == default.get_config().model.to_dict()
+def test_the_jax_side_trains_the_seed_recipe_config():
+  config = benchmark._seed_recipe('', batch_size=128)
+  expected = seed_recipe.get_config()
+  expected.batch_size = 128
+  assert config.to_dict() == expected.to_dict()
+  assert benchmark.device_name() == 'cpu'
+  assert benchmark.torch_device() == 'cpu'
 
 
 def test_jax_step_timer_times_the_trainer_step():
-  config = benchmark._seed_recipe(default.get_config(), batch_size=8)
+  config = benchmark._seed_recipe('', batch_size=8)
   timer = benchmark.jax_step_timer(config, steps=3)
   rate = timer()
   # 3 steps of 8 images: a rate, not a count of steps or seconds.
@@ -43,7 +45,9 @@ def _result(**overrides):
       'vmap_seeds_max_abs_diff': {'test_accuracy': 0.001}, 'num_seeds': 3,
       'seed_epochs': 2, 'batch_size': 128, 'target_accuracy': 0.9,
       'jax_device': 'cpu', 'torch_version': '2.13.0', 'threads': 2,
-      'cpu_count': 2}
+      'cpu_count': 2, 'torch_device': 'cpu',
+      'targets': {k: f'{op} {bar}x'
+                  for k, (op, bar) in benchmark.TARGETS['cpu'].items()}}
   result.update(overrides)
   return result
 
@@ -53,6 +57,19 @@ def test_table_shows_ratios_and_targets():
   assert '| Training throughput (img/s, batch 128) | 4,700 | 4,100 | 1.15x' in table
   assert '| 40.0 | 41.0 | 0.98x | <= 0.4x |' in table
   assert '0.67x | >= 1.3x |' in table
+  assert '| PyTorch torch.compile, same loop (img/s) |  | n/a | n/a |' in table
+  assert 'PyTorch 2.13.0 on the CPU with 2 threads' in table
+
+
+def test_gpu_table_names_the_gpu_targets_and_the_compiled_row():
+  table = benchmark.table(_result(
+      torch_device='cuda', torch_compiled_images_per_sec=2000.0,
+      compiled_throughput_ratio=2.35,
+      targets={k: f'{op} {bar}x'
+               for k, (op, bar) in benchmark.TARGETS['gpu'].items()}))
+  assert '| 4,700 | 4,100 | 1.15x | >= 5.0x |' in table
+  assert '| PyTorch torch.compile, same loop (img/s) |  | 2,000 | 2.35x |' in table
+  assert 'on the same GPU, data on the GPU' in table
 
 
 def test_table_without_pytorch_says_so():

@@ -7,6 +7,7 @@ import pytest
 
 from configs import default
 from configs import fast
+from configs import seed_recipe
 from cnn_jax import models
 from cnn_jax import sweep
 from cnn_jax import validation
@@ -130,4 +131,13 @@ def test_fast_config_keeps_the_architecture_and_passes_the_checks():
   config, seed = fast.get_config(), default.get_config()
   assert config.model.to_dict() == seed.model.to_dict()
   assert config.target_test_accuracy == 0.0  # The benchmark sets it.
+  validation.check_config(config)
+
+
+def test_seed_recipe_is_plain_adam_without_augmentation():
+  config = seed_recipe.get_config()
+  assert config.learning_rate == 1e-3 and config.lr_schedule == 'constant'
+  assert config.weight_decay == 0.0 and config.label_smoothing == 0.0
+  assert not config.data.random_flip and config.data.random_shift == 0
+  assert config.model.to_dict() == default.get_config().model.to_dict()
   validation.check_config(config)

@@ -25,3 +25,16 @@ def test_throughput_measures_both_loops():
   result = torch_reference.throughput(batch_size=8, steps=3, repeats=1)
   assert result['train_images_per_sec'] > 0
   assert result['step_only_images_per_sec'] > 0
+
+
+def test_device_loader_shuffles_every_example_once_per_epoch():
+  """The GPU path's loader, run here on CPU tensors."""
+  data = torch.utils.data.TensorDataset(torch.arange(10.0), torch.arange(10))
+  batches = list(torch_reference.DeviceLoader(data, batch_size=4,
+                                              shuffle=True, drop_last=True))
+  assert [len(y) for _, y in batches] == [4, 4]
+  seen = torch.cat([y for _, y in batches]).tolist()
+  assert len(set(seen)) == 8 and all(0 <= i < 10 for i in seen)
+  batches = list(torch_reference.DeviceLoader(data, batch_size=4,
+                                              shuffle=False))
+  assert torch.cat([y for _, y in batches]).tolist() == list(range(10))

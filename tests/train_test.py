@@ -382,7 +382,7 @@ def test_the_scanned_epoch_takes_the_loops_parameters():
   seed_keys = par.replicate(jax.random.key_data(jax.random.split(
       jax.random.key(1), 1)))
   key, indices = plan(seed_keys, par.replicate(np.int32(1)))
-  assert not train.scans_epoch(config)  # 'auto' loops on a CPU.
+  assert train.scans_epoch(config) == (jax.default_backend() != 'cpu')
   results = {}
   for loop in ('python', 'scan'):
     config.epoch_loop = loop
