@@ -5,7 +5,9 @@
 1. Prepares fashion_mnist in NEW_DIR in the array_record format (this step
    needs TensorFlow, as every TFDS preparation does).
 2. In a fresh process in which `import tensorflow` fails, opens
-   `tfds.data_source` over it and reads both splits into arrays, timed; then
+   `tfds.data_source` over it (and, separately, the read-only
+   `tfds.builder_from_directory(...).as_data_source`) and reads both splits
+   into arrays, timed; then
    the project's decoded-split cache in CACHE_DIR (a data_dir where the
    trainer has run once), timed the same way.
 Prints one JSON line per reader.
@@ -16,17 +18,28 @@ import subprocess
 import sys
 
 READ = r'''
-import json, sys, time
-sys.modules['tensorflow'] = None  # Any import of TensorFlow now fails.
+import importlib.abc, json, sys, time
+class NoTensorFlow(importlib.abc.MetaPathFinder):
+  """Any import of TensorFlow fails, as on a machine without it. (Not a
+  None in sys.modules: TFDS would take that for TensorFlow loaded.)"""
+  def find_spec(self, name, path, target=None):
+    if name.split('.')[0] == 'tensorflow':
+      raise ImportError(f'No module named {name!r} (blocked)')
+sys.meta_path.insert(0, NoTensorFlow())
 t0 = time.perf_counter()
 how, data_dir = sys.argv[1], sys.argv[2]
 import numpy as np
-if how == 'data_source':
+if how in ('data_source', 'builder_from_directory'):
+  import os
   import tensorflow_datasets as tfds
   sizes = {}
   for split in ('train', 'test'):
-    source = tfds.data_source('fashion_mnist', split=split, data_dir=data_dir,
-                              download=False)
+    if how == 'data_source':
+      source = tfds.data_source('fashion_mnist', split=split,
+                                data_dir=data_dir, download=False)
+    else:  # The read-only builder, which needs no dataset code.
+      source = tfds.builder_from_directory(os.path.join(
+          data_dir, 'fashion_mnist', '3.0.1')).as_data_source(split=split)
     examples = source.__getitems__(range(len(source)))
     images = np.stack([e['image'] for e in examples])
     sizes[split] = images.shape[0]
@@ -50,7 +63,9 @@ def main() -> None:
                          file_format='array_record')
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=manual_dir))
-  for how, folder in (('data_source', data_dir), ('cache', cache_dir)):
+  for how, folder in (('data_source', data_dir),
+                      ('builder_from_directory', data_dir),
+                      ('cache', cache_dir)):
     out = subprocess.run([sys.executable, '-c', READ, how, folder],
                          capture_output=True, text=True)
     last = (out.stdout.strip() or out.stderr.strip()).splitlines()[-1]
