@@ -38,6 +38,8 @@ class Dataset:
   # SHA-256 of each file TFDS's builder downloads, hence the ones
   # `config.data.manual_dir` needs: a bad copy is named before TFDS runs.
   manual_files: dict[str, str]
+  # The name of each label, in label order (plots, predictions).
+  class_names: tuple[str, ...]
 
 
 # The model's input is 28x28 grey (IMAGE_SHAPE): datasets of that form only.
@@ -52,7 +54,9 @@ DATASETS = {
                 '346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073',
             't10k-labels-idx1-ubyte.gz':
                 '67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5',
-        }),
+        }, class_names=(
+            'T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal',
+            'Shirt', 'Sneaker', 'Bag', 'Ankle boot')),
 }
 MANUAL_FILES = tuple(DATASETS['fashion_mnist'].manual_files)
 IMAGE_SHAPE = (28, 28, 1)

@@ -1,7 +1,7 @@
 """The seed's ConvNet: [conv -> BatchNorm -> act -> pool] x 2 -> dense."""
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -49,6 +49,9 @@ class CNN(nn.Module):
                       epsilon=1e-5, axis_name=self.bn_axis_name,
                       name=f'bn{i + 1}')(x)
       x = self.act(x)
+      # The activation maps, for plots (evaluate.py); kept only when the
+      # 'intermediates' collection is mutable, so training pays nothing.
+      self.sow('intermediates', f'act{i + 1}', x)
       x = self.pool(x)
     x = x.reshape((x.shape[0], -1))
     return nn.Dense(self.num_classes, name='fc')(x)
@@ -75,6 +78,44 @@ def feature_map_sides(model_config: ml_collections.ConfigDict,
     if side < 1:
       break
   return sides
+
+
+class LayerGeometry(NamedTuple):
+  """One layer's window, its output and the input pixels one output sees."""
+  name: str
+  window: int
+  stride: int
+  side: int
+  channels: int
+  receptive_field: int
+  jump: int
+
+
+def receptive_fields(model_config: ml_collections.ConfigDict,
+                     side: int = 28) -> list[LayerGeometry]:
+  """Each layer's output side and receptive field, from the config alone.
+
+  The standard recurrence over layers with window k and stride s: the
+  receptive field grows by (k - 1) times the input's jump (the distance, in
+  input pixels, between neighbouring units), r_out = r_in + (k - 1) j_in,
+  and the jump multiplies by the stride, j_out = j_in s. Convs have stride
+  1 and keep the side; pools give the seed's output-size formula
+  (`feature_map_sides`). Padding moves the window, not its size.
+  """
+  layers_out = [LayerGeometry('input', 1, 1, side, 1, 1, 1)]
+  pool_sides = feature_map_sides(model_config, side)
+  r, j = 1, 1
+  for i, (features, pooled) in enumerate(zip(model_config.features,
+                                             pool_sides)):
+    k, s = model_config.kernel_size, 1
+    r, j = r + (k - 1) * j, j * s
+    layers_out.append(LayerGeometry(f'conv{i + 1}', k, s, side, features,
+                                    r, j))
+    k, s, side = model_config.pool_window, model_config.pool_stride, pooled
+    r, j = r + (k - 1) * j, j * s
+    layers_out.append(LayerGeometry(f'pool{i + 1}', k, s, side, features,
+                                    r, j))
+  return layers_out
 
 
 def layer_set_name(name: str) -> str:

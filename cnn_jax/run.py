@@ -8,14 +8,17 @@ what belongs to its run alone and resumes it from its own folder:
   workdir/metrics.jsonl         one record per finished epoch
   workdir/summary.json          written once the run is finished ("status":
                                 "ok") or has diverged ("status": "diverged")
+  workdir/events.out.tfevents.* TensorBoard events (`monitor.Events`)
 
 A workdir remembers its config: a rerun whose config differs in what is
 trained is refused (`check_resumable`) unless it starts over (`clear`).
 
 Every process opens the run and takes part in checkpointing (orbax writes
-each file once); only the main process writes metrics.jsonl and summary.json.
+each file once); only the main process writes metrics.jsonl, summary.json
+and events.
 """
 
+import glob
 import json
 import math
 import os
@@ -24,8 +27,12 @@ from typing import Any
 
 from absl import logging
 import ml_collections
+import numpy as np
+import optax
 import orbax.checkpoint as ocp
 
+from cnn_jax import errors
+from cnn_jax import monitor
 from cnn_jax import parallel
 from cnn_jax import records
 from cnn_jax import validation
@@ -34,6 +41,7 @@ CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'
 SUMMARY_FILE = 'summary.json'
 CHECKPOINTS = 'checkpoints'
+EVENT_FILES = 'events.out.tfevents.*'
 # What a run may change when resumed: how it is evaluated, stored, compiled
 # and run over devices, and where the data come from; not what is trained.
 # (num_epochs may grow under a constant schedule: `config_changes`.)
@@ -111,6 +119,8 @@ def clear(workdir: str) -> None:
     path = os.path.join(workdir, name)
     if os.path.exists(path):
       os.remove(path)
+  for path in glob.glob(os.path.join(workdir, EVENT_FILES)):
+    os.remove(path)
   shutil.rmtree(os.path.join(workdir, CHECKPOINTS), ignore_errors=True)
 
 
@@ -120,6 +130,54 @@ def read_summary(workdir: str) -> dict[str, Any] | None:
     return None
   with open(path) as f:
     return json.load(f)
+
+
+class RunFolderError(errors.UserError):
+  """A folder that holds no trained run to evaluate or predict with."""
+
+
+# What `restore_variables` can restore: the weights of the best validation
+# epoch so far, or those of the last finished epoch.
+CHECKPOINT_CHOICES = ('best', 'latest')
+
+
+def restore_variables(workdir: str, checkpoint: str = 'best'
+                      ) -> tuple[ml_collections.ConfigDict, dict[str, Any],
+                                 int]:
+  """A run folder's config and the weights of its newest checkpoint.
+
+  Restored as saved, without a template, so that no optimizer needs to be
+  built to read the weights.
+
+  Args:
+    workdir: a run's folder.
+    checkpoint: 'best', the weights of the best validation epoch (those
+      summary.json's test accuracy is of), or 'latest', the last epoch's.
+
+  Returns:
+    The run's config, {'params', 'batch_stats'} as NumPy arrays, and the
+    epoch those weights are from.
+  """
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  started = started_config(workdir)
+  if started is None:
+    raise RunFolderError(f'--workdir: {workdir} holds no run ({CONFIG_FILE} '
+                         f'is missing); give the folder a training run wrote')
+  folder = os.path.join(workdir, CHECKPOINTS)
+  manager = ocp.CheckpointManager(folder) if os.path.isdir(folder) else None
+  step = manager and manager.latest_step()
+  if step is None:
+    raise RunFolderError(f'--workdir: {workdir} holds no checkpoint yet; '
+                         f'train at least one epoch first')
+  item = 'best' if checkpoint == 'best' else 'state'
+  restored = manager.restore(step, args=ocp.args.Composite(
+      **{item: ocp.args.StandardRestore(), 'meta': ocp.args.JsonRestore()}))
+  manager.close()
+  weights = restored[item]
+  variables = {'params': weights['params'],
+               'batch_stats': weights.get('batch_stats') or {}}
+  epoch = restored.meta['best_val_epoch'] if item == 'best' else step
+  return ml_collections.ConfigDict(started), variables, epoch
 
 
 def _fresh_meta(target: float) -> dict[str, Any]:
@@ -141,7 +199,8 @@ class Run:
   """
 
   def __init__(self, workdir: str, config: ml_collections.ConfigDict,
-               fresh_state: Any, *, label: str = ''):
+               fresh_state: Any, *, steps_per_epoch: int,
+               learning_rate: optax.Schedule, label: str = ''):
     self.workdir = os.path.abspath(workdir)
     self.config = config
     self._label = label
@@ -169,6 +228,9 @@ class Run:
                     if r['epoch'] <= self.epoch]
     if self._writes:
       records.write_json_lines(path, self.history)
+    self._events = monitor.Events(
+        self.workdir, config, steps_per_epoch=steps_per_epoch,
+        learning_rate=learning_rate, epoch=self.epoch, writes=self._writes)
 
   def _restore(self) -> None:
     restored = self._manager.restore(
@@ -199,14 +261,15 @@ class Run:
   def reached_target(self) -> bool:
     return self.meta['target_epoch'] is not None
 
-  def end_epoch(self, state: Any, record: dict[str, Any],
-                elapsed: float) -> None:
+  def end_epoch(self, state: Any, record: dict[str, Any], elapsed: float,
+                steps: dict[str, np.ndarray]) -> None:
     """Keeps the best weights, appends `record` and writes a checkpoint.
 
     Args:
       state: the host TrainState after the epoch.
       record: the epoch's metrics.jsonl line.
       elapsed: seconds this invocation has run so far.
+      steps: each step's training metrics, [steps] per metric (events).
     """
     meta, epoch = self.meta, record['epoch']
     if record['val_accuracy'] > meta['best_val_accuracy']:
@@ -227,6 +290,7 @@ class Run:
     if self._writes:
       records.write_json_lines(os.path.join(self.workdir, METRICS_FILE),
                                self.history)
+    self._events.write_epoch(epoch, steps, record)
     self._manager.save(epoch, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         best=ocp.args.StandardSave(self.best),
@@ -254,6 +318,8 @@ class Run:
     """
     self._manager.wait_until_finished()
     self._manager.close()
+    self._events.write_test(self.epoch, test)
+    self._events.close()
     meta = self.meta
     # Epochs that included compilation count only when no other epoch ran.
     steady = meta['steady_images_per_sec'] or meta['first_images_per_sec']
@@ -288,6 +354,7 @@ class Run:
     """
     self._manager.wait_until_finished()
     self._manager.close()
+    self._events.close()
     limit = self.config.max_train_loss
     why = (f'train loss {train_loss:.4g} is not finite'
            if not math.isfinite(train_loss) else

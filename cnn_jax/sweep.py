@@ -38,6 +38,7 @@ from cnn_jax import parallel
 from cnn_jax import records
 from cnn_jax import report
 from cnn_jax import run as run_lib
+from cnn_jax import monitor
 from cnn_jax import train
 from cnn_jax import validation
 
@@ -244,7 +245,10 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
   groups = (seed_groups({n: configs[n] for n in pending}, status)
             if vmap_seeds else [[n] for n in pending])
   ran_seconds, ran = 0.0, 0
-  for group in groups:
+  # On a terminal, a bar of points done, left and ETA too.
+  for group in monitor.track(groups, size=len, total=len(names),
+                             initial=len(names) - len(pending),
+                             desc='sweep', unit='point'):
     t0 = time.time()
     logging.info('points %s (%s)', ', '.join(group),
                  ', '.join(status[n] for n in group))

@@ -23,6 +23,7 @@ import optax
 
 from cnn_jax import input_pipeline
 from cnn_jax import models
+from cnn_jax import monitor
 from cnn_jax import parallel
 from cnn_jax import records
 from cnn_jax import run as run_lib
@@ -231,16 +232,19 @@ def scans_epoch(config: ml_collections.ConfigDict) -> bool:
 
 def epoch_runner(config: ml_collections.ConfigDict, par: parallel.Parallelism,
                  steps: int) -> Callable:
-  """(state, data, key, indices) -> (state, host metrics [steps, seeds]).
+  """(state, data, key, indices[, on_step]) -> (state, host metrics
+  [steps, seeds]).
 
   The epoch runs as one compiled program or as a Python loop of compiled
   steps (`scans_epoch`); either way the step metrics reach the host once,
-  at the epoch's end.
+  at the epoch's end. The loop calls `on_step(metrics)` after each step
+  (a progress bar); one program has no steps to report.
   """
   if scans_epoch(config):
     p_epoch = compile_train_epoch(config, par)
 
-    def run(state, data, key, indices):
+    def run(state, data, key, indices, on_step=None):
+      del on_step
       state, metrics = p_epoch(state, data, key, indices)
       return state, jax.tree.map(lambda x: x.T, par.get(metrics))
     return run
@@ -248,13 +252,15 @@ def epoch_runner(config: ml_collections.ConfigDict, par: parallel.Parallelism,
   p_train_batch = compile_train_batch(config, par)
   step_ids = [par.replicate(np.int32(t)) for t in range(steps)]
 
-  def loop(state, data, key, indices):
+  def loop(state, data, key, indices, on_step=None):
     step_metrics = []
     for step_id in step_ids:
       state, metrics = p_train_batch(state, data, key, indices, step_id)
       step_metrics.append(metrics)
       if par.wait_each_step:
         jax.block_until_ready(metrics)
+      if on_step:
+        on_step(metrics)
     return state, stack(par.get(step_metrics))
   return loop
 
@@ -328,14 +334,17 @@ def _keys(seed: int) -> tuple[jax.Array, jax.Array]:
 
 def _open_runs(configs: Sequence[ml_collections.ConfigDict],
                workdirs: Sequence[str], model: models.CNN,
-               tx: optax.GradientTransformation) -> list[run_lib.Run]:
+               steps_per_epoch: int) -> list[run_lib.Run]:
   """Each seed's Run, resumed from its folder; they must stand at one epoch."""
+  tx = create_optimizer(configs[0], steps_per_epoch)
   runs = []
   for config, workdir in zip(configs, workdirs):
     state = create_train_state(_keys(config.seed)[0], model, tx)
     label = f'  seed {config.seed}' if len(configs) > 1 else ''
-    runs.append(run_lib.Run(workdir, config, jax.device_get(state),
-                            label=label))
+    runs.append(run_lib.Run(
+        workdir, config, jax.device_get(state), label=label,
+        steps_per_epoch=steps_per_epoch,
+        learning_rate=learning_rate_fn(config, steps_per_epoch)))
   if len({r.epoch for r in runs}) > 1:
     raise ValueError(f'runs to train together stand at different epochs: '
                      f'{[r.epoch for r in runs]}')
@@ -418,8 +427,10 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
                for name in ('validation', 'test')}
 
   # --- Model, optimizer and runs --------------------------------------------
-  tx = create_optimizer(config, steps_per_epoch)
-  runs = _open_runs(configs, workdirs, models.create_model(config.model), tx)
+  model = models.create_model(config.model)
+  runs = _open_runs(configs, workdirs, model, steps_per_epoch)
+  if parallel.is_main_process() and logging.level_info():  # Else unseen.
+    logging.info('model:\n%s', monitor.model_table(model, config.model))
   layers = models.layer_set_name(config.model.layers)
   epoch_loop = 'scan' if scans_epoch(config) else 'python'
   logging.info('parameters: %d; seeds in one program: %d; %d devices (%s); '
@@ -452,8 +463,11 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
       break
     t0 = time.time()
     key, indices = p_epoch_plan(seed_keys, par.replicate(np.int32(epoch)))
-    # One host sync per epoch, not per step; [steps, seeds] per metric.
-    state, step_metrics = run_epoch(state, train_data, key, indices)
+    # Step metrics reach the host once per epoch, [steps, seeds] per metric
+    # (on a terminal, the loop's bar waits for each step to count it).
+    with monitor.epoch_progress(epoch, config.num_epochs, steps_per_epoch,
+                                per_step=epoch_loop == 'python') as on_step:
+      state, step_metrics = run_epoch(state, train_data, key, indices, on_step)
     seconds = time.time() - t0
     val = evaluate(state, eval_data['validation'])
     # The test split is read here only to stop at a target; selection
@@ -474,7 +488,8 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
                 'val_loss': val[k]['loss'], 'val_accuracy': val[k]['accuracy'],
                 'epoch_time_s': seconds, 'images_per_sec': images_per_sec,
                 **({'test_accuracy': test[k]['accuracy']} if target else {})}
-      run.end_epoch(unstack(host_state, k), record, elapsed())
+      run.end_epoch(unstack(host_state, k), record, elapsed(),
+                    steps=jax.tree.map(lambda x: x[:, k], step_metrics))
 
   # --- Test, once, with the epoch validation selected -----------------------
   if live:

@@ -1,9 +1,15 @@
 """Helpers shared by the tests: the tiny config every test derives from."""
 
+import contextlib
+import fcntl
 import os
+import pty
 import signal
+import struct
 import subprocess
 import sys
+import termios
+import threading
 import time
 
 from configs import default
@@ -75,3 +81,32 @@ def kill_when(cmd, moment, timeout=300):
       return True
   assert proc.returncode == 0
   return False
+
+
+def on_a_terminal(fn):
+  """Calls fn() with sys.stderr a terminal (a pseudo-terminal); returns
+  what reached the terminal."""
+  reader_end, terminal_end = pty.openpty()
+  # 24 rows of 100 columns; a new pseudo-terminal has none, and tqdm fits
+  # its bar to the width.
+  fcntl.ioctl(terminal_end, termios.TIOCSWINSZ,
+              struct.pack('HHHH', 24, 100, 0, 0))
+  chunks = []
+
+  def drain():  # A full terminal buffer would block the writer.
+    while True:
+      try:
+        chunk = os.read(reader_end, 1 << 16)
+      except OSError:  # The terminal end closed.
+        return
+      if not chunk:
+        return
+      chunks.append(chunk)
+
+  reader = threading.Thread(target=drain)
+  reader.start()
+  with open(terminal_end, 'w') as tty, contextlib.redirect_stderr(tty):
+    fn()
+  reader.join(timeout=30)
+  os.close(reader_end)
+  return b''.join(chunks).decode(errors='replace')

@@ -34,3 +34,21 @@ def real_data_dir(tmp_path_factory):
   else downloaded by TFDS.
   """
   return str(tmp_path_factory.mktemp('tfds'))
+
+
+@pytest.fixture(scope='session')
+def trained_run(tmp_path_factory):
+  """The folder of a tiny run trained for two epochs on mock data, shared by
+  the tests of the commands that read a trained run (evaluate, predict).
+
+  Mock data are random: the run learns nothing, but it has everything a
+  real run leaves behind.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from cnn_jax import train  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp('trained_run')
+  config = _util.tiny_config()
+  config.num_epochs = 2
+  with tfds.testing.mock_data(num_examples=48):
+    train.train_and_evaluate(config, str(workdir))
+  return workdir

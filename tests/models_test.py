@@ -100,3 +100,39 @@ def test_flax_and_cpu_layers_make_one_parameter_tree_and_numbers():
   config.layers = 'auto'
   assert models.layer_set_name('auto') == (
       'cpu' if jax.default_backend() == 'cpu' else 'flax')
+
+
+def _geometry(config):
+  return [(g.name, g.window, g.stride, g.side, g.channels, g.receptive_field,
+           g.jump) for g in models.receptive_fields(config)]
+
+
+def test_receptive_fields_of_the_seed_model():
+  # r_out = r_in + (k - 1) j_in, j_out = j_in s; sides by the seed's formula.
+  assert _geometry(_util.tiny_config().model) == [
+      ('input', 1, 1, 28, 1, 1, 1),
+      ('conv1', 5, 1, 28, 16, 5, 1),
+      ('pool1', 2, 2, 14, 16, 6, 2),
+      ('conv2', 5, 1, 14, 32, 14, 2),
+      ('pool2', 2, 2, 7, 32, 16, 4),
+  ]
+
+
+def test_receptive_fields_sides_are_the_models_with_overlapping_pools():
+  """3x3 windows, stride 2, padding 1 (configs/sweeps/pool_geometry.py)."""
+  config = _util.tiny_config().model
+  config.pool_window, config.pool_stride, config.pool_padding = 3, 2, 1
+  geometry = models.receptive_fields(config)
+  assert [(g.receptive_field, g.jump) for g in geometry] == [
+      (1, 1), (5, 1), (7, 2), (15, 2), (19, 4)]
+  model = models.create_model(config, bn_axis_name=None)
+  variables = _init(model)
+  _, state = model.apply(variables, jnp.zeros((1, 28, 28, 1)), train=False,
+                         mutable=['intermediates'])
+  # Each conv's activation maps, and the pooled map the dense layer reads.
+  for name, g in (('act1', geometry[1]), ('act2', geometry[3])):
+    assert state['intermediates'][name][0].shape == (1, g.side, g.side,
+                                                     g.channels)
+  last = geometry[-1]
+  assert variables['params']['fc']['kernel'].shape[0] == (
+      last.side * last.side * last.channels)

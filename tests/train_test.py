@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 import tensorflow_datasets as tfds
 
 from cnn_jax import models
@@ -119,7 +121,32 @@ def _epoch_records(workdir):
   return [{k: v for k, v in r.items() if k not in timing} for r in records]
 
 
-def test_train_and_evaluate_writes_summary_and_metrics(tmp_path):
+def _events(workdir):
+  """TensorBoard's own reader over a run folder, every event kept."""
+  events = event_accumulator.EventAccumulator(
+      str(workdir), size_guidance={event_accumulator.SCALARS: 0})
+  events.Reload()
+  return events
+
+
+def _scalars(workdir, tag):
+  """[(step, value)] of a tag, as TensorBoard shows it."""
+  return [(e.step, e.value) for e in _events(workdir).Scalars(tag)]
+
+
+def _check_step_losses(workdir, steps_per_epoch):
+  """Every step's loss, at its global step; each epoch's mean is the
+  epoch's train_loss in metrics.jsonl."""
+  records = _epoch_records(workdir)
+  losses = _scalars(workdir, 'train/loss')
+  assert [step for step, _ in losses] == list(
+      range(1, len(records) * steps_per_epoch + 1))
+  values = np.array([v for _, v in losses]).reshape(len(records), -1)
+  np.testing.assert_allclose(values.mean(1),
+                             [r['train_loss'] for r in records], rtol=1e-5)
+
+
+def test_train_and_evaluate_writes_summary_and_metrics(tmp_path, capfd):
   config = _util.tiny_config()
   summary = _run(config, str(tmp_path))
   with open(tmp_path / 'summary.json') as f:
@@ -139,7 +166,41 @@ def test_train_and_evaluate_writes_summary_and_metrics(tmp_path):
   assert set(summary['versions']) >= {'jax', 'flax', 'optax', 'tfds'}
   # The tests run in a checkout: a full hash, '-dirty' while it is edited.
   assert re.search(r'[0-9a-f]{40}(-dirty)?$', summary['git_commit'])
-  assert len(_epoch_records(str(tmp_path))) == 1
+  records = _epoch_records(str(tmp_path))
+  assert len(records) == 1
+
+  # TensorBoard: 32 examples in batches of 8 are 4 steps.
+  _check_step_losses(tmp_path, 4)
+  assert _scalars(tmp_path, 'train/learning_rate')[0] == (
+      1, pytest.approx(config.learning_rate))
+  assert _scalars(tmp_path, 'epoch/val_accuracy') == [
+      (4, pytest.approx(records[0]['val_accuracy']))]
+  assert _scalars(tmp_path, 'test/accuracy') == [
+      (4, pytest.approx(summary['test_accuracy']))]
+  hparams = _events(tmp_path).PluginTagToContent('hparams')
+  start = plugin_data_pb2.HParamsPluginData.FromString(
+      hparams['_hparams_/session_start_info']).session_start_info
+  assert start.hparams['model.pooling'].string_value == 'max'
+  assert start.hparams['batch_size'].number_value == 8
+  # Not a terminal: no progress bar, whose redraws would fill a CI log.
+  assert '\r' not in capfd.readouterr().err
+
+
+def test_the_scanned_epoch_writes_every_steps_loss_to_tensorboard(tmp_path):
+  config = _util.tiny_config()
+  config.epoch_loop, config.num_epochs = 'scan', 2
+  summary = _run(config, str(tmp_path))
+  assert summary['epoch_loop'] == 'scan'
+  _check_step_losses(tmp_path, 4)
+
+
+def test_on_a_terminal_each_epoch_shows_a_progress_bar(tmp_path):
+  config = _util.tiny_config()
+  config.epoch_loop, config.num_epochs = 'python', 2
+  shown = _util.on_a_terminal(lambda: _run(config, str(tmp_path)))
+  # (How the bar counts steps: monitor_test.py.)
+  for epoch in (1, 2):
+    assert re.search(rf'epoch {epoch}/2: +\d+%.*\| [0-4]/4 ', shown), shown
 
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
@@ -160,6 +221,10 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
 
   assert _epoch_records(resumed) == _epoch_records(straight)
   assert again['test_accuracy'] == summary['test_accuracy']
+  # TensorBoard hides what the interrupted invocation wrote after epoch 1:
+  # each step once, with the uninterrupted run's loss.
+  assert _scalars(resumed, 'train/loss') == _scalars(straight, 'train/loss')
+  assert len(_scalars(resumed, 'train/loss')) == 12
   assert again['epochs_completed'] == 3
   # Throughput counts only epochs that compiled nothing: not epoch 1 (the
   # first invocation's) nor epoch 2 (the resumed one's), so epoch 3 alone.
@@ -383,12 +448,15 @@ def test_the_scanned_epoch_takes_the_loops_parameters():
       jax.random.key(1), 1)))
   key, indices = plan(seed_keys, par.replicate(np.int32(1)))
   assert train.scans_epoch(config) == (jax.default_backend() != 'cpu')
-  results = {}
+  results, reported = {}, {'python': [], 'scan': []}
   for loop in ('python', 'scan'):
     config.epoch_loop = loop
     run = train.epoch_runner(config, par, 4)
     results[loop] = run(par.replicate(train.stack([state])),
-                        par.replicate(data), key, indices)
+                        par.replicate(data), key, indices,
+                        on_step=reported[loop].append)
+  # The loop reports each step (a progress bar); one program has no steps.
+  assert len(reported['python']) == 4 and not reported['scan']
   (p_state, p_metrics), (s_state, s_metrics) = results['python'], results['scan']
   assert p_metrics['loss'].shape == s_metrics['loss'].shape == (4, 1)
   chex.assert_trees_all_close(par.get(p_state).params,
