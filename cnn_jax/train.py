@@ -179,14 +179,18 @@ def evaluate_split(state: TrainState, split: dict[str, jnp.ndarray]
 # Each step below is vmapped over a leading seed axis of the state (and of
 # the keys), then mapped over the devices; data and step numbers are shared.
 
-def compile_train_batch(config: ml_collections.ConfigDict,
-                        par: parallel.Parallelism) -> Callable:
-  """(state, data, key, indices, step) -> (state, metrics); donates state."""
+def _train_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """train_batch's keyword arguments that come from the config."""
   augment = functools.partial(input_pipeline.augment,
                               flip=config.data.random_flip,
                               shift=config.data.random_shift)
-  step = functools.partial(train_batch, augment=augment,
-                           label_smoothing=config.label_smoothing)
+  return {'augment': augment, 'label_smoothing': config.label_smoothing}
+
+
+def compile_train_batch(config: ml_collections.ConfigDict,
+                        par: parallel.Parallelism) -> Callable:
+  """(state, data, key, indices, step) -> (state, metrics); donates state."""
+  step = functools.partial(train_batch, **_train_options(config))
   return par.map(jax.vmap(step, in_axes=(0, None, 0, 0, None)),
                  (REPLICATED, REPLICATED, REPLICATED, SHARDED, REPLICATED),
                  (REPLICATED, REPLICATED), donate_argnums=(0,))
@@ -208,11 +212,7 @@ def train_epoch(state: TrainState, data: dict[str, jnp.ndarray],
 def compile_train_epoch(config: ml_collections.ConfigDict,
                         par: parallel.Parallelism) -> Callable:
   """(state, data, key, indices) -> (state, metrics [seeds, steps])."""
-  augment = functools.partial(input_pipeline.augment,
-                              flip=config.data.random_flip,
-                              shift=config.data.random_shift)
-  epoch = functools.partial(train_epoch, augment=augment,
-                            label_smoothing=config.label_smoothing)
+  epoch = functools.partial(train_epoch, **_train_options(config))
   return par.map(jax.vmap(epoch, in_axes=(0, None, 0, 0)),
                  (REPLICATED, REPLICATED, REPLICATED, SHARDED),
                  (REPLICATED, REPLICATED), donate_argnums=(0,))
