@@ -15,6 +15,8 @@ The measurements behind both, and what was tried and dropped, are in the
 README (Speed).
 """
 
+from typing import Callable
+
 import flax.linen as nn
 import jax
 from jax import lax
@@ -56,16 +58,26 @@ _one_channel_conv.defvjp(_one_channel_conv_fwd, _one_channel_conv_bwd)
 
 
 class Conv(nn.Module):
-  """`nn.Conv(features, (k, k), padding='SAME')` for odd k, stride 1."""
+  """`nn.Conv(features, (k, k), strides=stride, padding='SAME')` for odd k.
+
+  The one-channel product serves stride 1, where it was measured; strided
+  convs (a baseline, not the seed's model) are XLA's own.
+  """
   features: int
   kernel_size: int
+  stride: int = 1
+  kernel_init: Callable[..., jnp.ndarray] = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     k = self.kernel_size
-    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+    kernel = self.param('kernel', self.kernel_init,
                         (k, k, x.shape[-1], self.features))
     bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
+    if self.stride != 1:
+      out = lax.conv_general_dilated(x, kernel, (self.stride, self.stride),
+                                     'SAME', dimension_numbers=_DIMENSIONS)
+      return out + bias
     conv = _one_channel_conv if x.shape[-1] == 1 else _xla_conv
     return conv(x, kernel) + bias
 

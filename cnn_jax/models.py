@@ -26,6 +26,9 @@ class CNN(nn.Module):
       their bias either way, as in the seed's PyTorch model (29,034 params).
     bn_axis_name: the mapped axis BatchNorm averages its statistics over, so
       they are those of the global batch under pmap; None outside a pmap.
+    conv_stride: the convs' stride; 2, with 'subsample' in one-pixel windows
+      as the pool, is the downsampling-without-pooling baseline.
+    kernel_init: initializer of the conv and dense kernels.
     conv: builds a 'same' conv layer (registry.LayerSet).
     norm: builds a BatchNorm layer (registry.LayerSet).
   """
@@ -36,13 +39,16 @@ class CNN(nn.Module):
   pool: Callable[[jnp.ndarray], jnp.ndarray] = pooling.max_pool
   batch_norm: bool = True
   bn_axis_name: str | None = 'batch'
+  conv_stride: int = 1
+  kernel_init: Callable[..., jnp.ndarray] = nn.initializers.lecun_normal()
   conv: Callable[..., nn.Module] = layers.Conv
   norm: Callable[..., nn.Module] = layers.BatchNorm
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     for i, features in enumerate(self.features):
-      x = self.conv(features, self.kernel_size, name=f'conv{i + 1}')(x)
+      x = self.conv(features, self.kernel_size, stride=self.conv_stride,
+                    kernel_init=self.kernel_init, name=f'conv{i + 1}')(x)
       if self.batch_norm:
         # PyTorch BatchNorm2d defaults: running-average momentum 0.1, eps 1e-5.
         x = self.norm(use_running_average=not train, momentum=0.9,
@@ -54,7 +60,10 @@ class CNN(nn.Module):
       self.sow('intermediates', f'act{i + 1}', x)
       x = self.pool(x)
     x = x.reshape((x.shape[0], -1))
-    return nn.Dense(self.num_classes, name='fc')(x)
+    # The penultimate features, for the translation probe (invariance.py).
+    self.sow('intermediates', 'features', x)
+    return nn.Dense(self.num_classes, kernel_init=self.kernel_init,
+                    name='fc')(x)
 
 
 # Used for testing only: one small stage keeps compilation quick.
@@ -65,12 +74,14 @@ def feature_map_sides(model_config: ml_collections.ConfigDict,
                       side: int) -> list[int]:
   """The side of each stage's pooled feature map, from an input of `side`.
 
-  Convs keep the size ("same" padding); each pool applies the seed's
-  formula floor((W - F + 2P) / S) + 1. A side below 1 means the pool's
-  window no longer fits: the caller refuses such a config.
+  A conv keeps the size ("same" padding) at stride 1 and gives
+  ceil(W / S) at stride S; each pool applies the seed's formula
+  floor((W - F + 2P) / S) + 1. A side below 1 means the pool's window no
+  longer fits: the caller refuses such a config.
   """
   sides = []
   for _ in model_config.features:
+    side = -(-side // model_config.conv_stride)
     side = pooling.output_size(side, model_config.pool_window,
                                model_config.pool_stride,
                                model_config.pool_padding)
@@ -107,8 +118,9 @@ def receptive_fields(model_config: ml_collections.ConfigDict,
   r, j = 1, 1
   for i, (features, pooled) in enumerate(zip(model_config.features,
                                              pool_sides)):
-    k, s = model_config.kernel_size, 1
+    k, s = model_config.kernel_size, model_config.conv_stride
     r, j = r + (k - 1) * j, j * s
+    side = -(-side // s)
     layers_out.append(LayerGeometry(f'conv{i + 1}', k, s, side, features,
                                     r, j))
     k, s, side = model_config.pool_window, model_config.pool_stride, pooled
@@ -139,9 +151,15 @@ def create_model(model_config: ml_collections.ConfigDict, **kwargs: Any) -> CNN:
       stride=model_config.pool_stride,
       padding=model_config.pool_padding,
       sigma=model_config.pool_sigma)
+  # lecun_normal is variance_scaling(1, 'fan_in', 'truncated_normal'): a
+  # scale of s^2 multiplies every initial kernel by s.
+  kernel_init = nn.initializers.variance_scaling(
+      model_config.kernel_init_scale ** 2, 'fan_in', 'truncated_normal')
   return CNN(
       features=tuple(model_config.features),
       kernel_size=model_config.kernel_size,
+      conv_stride=model_config.conv_stride,
+      kernel_init=kernel_init,
       num_classes=model_config.num_classes,
       act=registry.lookup('activation', model_config.activation),
       pool=pool,

@@ -101,3 +101,13 @@ def gaussian_pool(x: jnp.ndarray, window: int = 2, stride: int = 2,
   weights = gaussian_weights(window, sigma).astype(x.dtype)
   return jnp.einsum('bhwkc,k->bhwc', windows(x, window, stride, padding),
                     weights)
+
+
+
+def subsample(x: jnp.ndarray, window: int = 2, stride: int = 2,
+              padding: int = 0, sigma: float = 1.0) -> jnp.ndarray:
+  """The first (top-left) pixel of each window: downsampling that pools
+  nothing. Window 1 and stride 1 leave the input as it is, the model
+  without pooling (with strided convs, the translation claim's baseline)."""
+  del sigma
+  return windows(x, window, stride, padding)[:, :, :, 0]

@@ -31,21 +31,25 @@ POOLS: dict[str, Callable] = {
     'avg': pooling.avg_pool,
     'l2': pooling.l2_pool,
     'gaussian': pooling.gaussian_pool,
+    # Pools nothing; at window 1, stride 1 with model.conv_stride 2, the
+    # strided-conv baseline of the translation claim.
+    'subsample': pooling.subsample,
 }
 
 
 
 class LayerSet(NamedTuple):
-  """A conv and a BatchNorm, built as conv(features, kernel_size, name=...)
-  and batch_norm(use_running_average=..., momentum=..., epsilon=...,
+  """A conv and a BatchNorm, built as conv(features, kernel_size, stride=...,
+  kernel_init=..., name=...) and batch_norm(use_running_average=..., momentum=..., epsilon=...,
   axis_name=..., name=...)."""
   conv: Callable[..., nn.Module]
   batch_norm: Callable[..., nn.Module]
 
 
-def _flax_conv(features: int, kernel_size: int, **kwargs) -> nn.Module:
-  return nn.Conv(features, (kernel_size, kernel_size), padding='SAME',
-                 **kwargs)
+def _flax_conv(features: int, kernel_size: int, stride: int = 1,
+               **kwargs) -> nn.Module:
+  return nn.Conv(features, (kernel_size, kernel_size), strides=stride,
+                 padding='SAME', **kwargs)
 
 
 # Both sets make the same parameter and batch_stats trees, so a checkpoint

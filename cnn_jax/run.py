@@ -23,7 +23,7 @@ import json
 import math
 import os
 import shutil
-from typing import Any
+from typing import Any, Sequence
 
 from absl import logging
 import ml_collections
@@ -49,6 +49,14 @@ MAY_CHANGE_ON_RESUME = frozenset((
     'eval_batch_size', 'max_checkpoints_to_keep', 'target_test_accuracy',
     'max_train_loss', 'parallelism', 'epoch_loop', 'model.layers',
     'data.data_dir', 'data.manual_dir', 'data.cache'))
+# Fields added after runs were first started, with the value every run from
+# before had: a folder whose config lacks one trained with that value.
+ADDED_FIELDS = {'train_error_marks': [], 'model.kernel_init_scale': 1.0,
+                'model.conv_stride': 1}
+# A run's training error at a step is the mean error of its last this-many
+# training batches (10,000 images at batch 100), as the steps measured it:
+# no extra evaluation, and smooth enough to cross a level once.
+MARK_WINDOW = 100
 
 
 def _flat(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:
@@ -88,7 +96,7 @@ def config_changes(started: dict[str, Any],
   then continues exactly as a longer run would. A cosine schedule spans
   num_epochs, so there a new value would train something else.
   """
-  old, new = _flat(started), _flat(config.to_dict())
+  old, new = {**ADDED_FIELDS, **_flat(started)}, _flat(config.to_dict())
   changes = []
   for field in sorted(set(old) | set(new)):
     a, b = old.get(field), new.get(field)
@@ -184,7 +192,39 @@ def _fresh_meta(target: float) -> dict[str, Any]:
   return {'epoch': 0, 'best_val_accuracy': -1.0, 'best_val_epoch': 0,
           'wall_time_s': 0.0, 'steady_images_per_sec': [],
           'first_images_per_sec': [], 'target': target,
-          'target_epoch': None, 'time_to_target_s': None}
+          'target_epoch': None, 'time_to_target_s': None,
+          'train_time_s': 0.0, 'recent_errors': [], 'train_error_marks': {}}
+
+
+def first_below(recent: Sequence[float], errors: np.ndarray,
+                levels: Sequence[float], window: int) -> dict[float, int]:
+  """Where the trailing mean of the errors first falls below each level.
+
+  Args:
+    recent: the errors of the (up to window - 1) steps before `errors`,
+      whose windows were looked at already.
+    errors: this epoch's per-step errors.
+    levels: the levels to look for.
+    window: steps in the trailing mean; no mean before `window` steps.
+
+  Returns:
+    {level: index into `errors` of the step whose window first falls below
+    it}, for the levels crossed in this epoch.
+  """
+  seq = np.concatenate([np.asarray(recent, np.float64),
+                        np.asarray(errors, np.float64)])
+  if len(seq) < window:
+    return {}
+  sums = np.cumsum(np.concatenate([[0.0], seq]))
+  # means[j] is the window that ends at seq[j + window - 1].
+  ends = np.arange(window - 1, len(seq)) - len(recent)
+  means = (sums[window:] - sums[:-window]) / window
+  found = {}
+  for level in levels:
+    hits = ends[(means < level) & (ends >= 0)]
+    if hits.size:
+      found[level] = int(hits[0])
+  return found
 
 
 class Run:
@@ -281,6 +321,7 @@ class Run:
         'steady_images_per_sec')
     meta[key].append(record['images_per_sec'])
     self._first_epoch = False
+    self._mark_train_error(epoch, steps['accuracy'], record['epoch_time_s'])
     meta.update(epoch=epoch, wall_time_s=self._earlier_wall_time + elapsed)
     test_accuracy = record.get('test_accuracy')
     if (test_accuracy is not None and not self.reached_target
@@ -303,6 +344,25 @@ class Run:
         '' if test_accuracy is None else f'  test_acc {test_accuracy:.4f}',
         record['images_per_sec'], record['epoch_time_s'],
         record['epoch_time_s'] * (self.config.num_epochs - epoch))
+
+  def _mark_train_error(self, epoch: int, accuracy: np.ndarray,
+                        seconds: float) -> None:
+    """Records the first step at which the training error is below each of
+    `config.train_error_marks`, with the training seconds up to it."""
+    meta, levels = self.meta, self.config.train_error_marks
+    if not levels:
+      return
+    errors = 1.0 - np.asarray(accuracy, np.float64)
+    steps = len(errors)
+    todo = [l for l in levels if f'{l:g}' not in meta['train_error_marks']]
+    for level, i in first_below(meta['recent_errors'], errors, todo,
+                                MARK_WINDOW).items():
+      meta['train_error_marks'][f'{level:g}'] = {
+          'step': (epoch - 1) * steps + i + 1, 'epoch': epoch,
+          'train_time_s': meta['train_time_s'] + (i + 1) / steps * seconds}
+    recent = list(meta['recent_errors']) + errors.tolist()
+    meta.update(recent_errors=recent[-(MARK_WINDOW - 1):],
+                train_time_s=meta['train_time_s'] + seconds)
 
   def finish(self, test: dict[str, float], elapsed: float,
              **facts: Any) -> dict[str, Any]:
@@ -335,6 +395,7 @@ class Run:
         'time_to_target_s': meta['time_to_target_s'],
         'train_images_per_sec': sum(steady) / len(steady),
         'wall_time_s': self._earlier_wall_time + elapsed,
+        **self._marks(),
         **facts,
         'config': self.config.to_dict(),
         'versions': records.versions(),
@@ -344,6 +405,17 @@ class Run:
     logging.info('test_accuracy %.4f (epoch %d by validation)%s',
                  test['accuracy'], meta['best_val_epoch'], self._label)
     return summary
+
+  def _marks(self) -> dict[str, Any]:
+    """summary.json's train_error_marks: {level: mark, or None if never},
+    when the config asks for them."""
+    levels = self.config.train_error_marks
+    if not levels:
+      return {}
+    marks = self.meta['train_error_marks']
+    return {'train_error_marks': {f'{l:g}': marks.get(f'{l:g}')
+                                  for l in levels},
+            'mark_window_steps': MARK_WINDOW}
 
   def diverge(self, epoch: int, train_loss: float, elapsed: float,
               **facts: Any) -> dict[str, Any]:
@@ -367,6 +439,7 @@ class Run:
         'reason': f'diverged at epoch {epoch}: {why}',
         'epochs_completed': self.epoch,
         'wall_time_s': self._earlier_wall_time + elapsed,
+        **self._marks(),
         **facts,
         'config': self.config.to_dict(),
         'versions': records.versions(),

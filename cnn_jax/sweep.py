@@ -84,6 +84,11 @@ def check_sweep(sweep: Any) -> None:
     if not isinstance(values, (list, tuple)) or not values:
       raise SweepError(f'sweep axis {field} must be a non-empty list of '
                        f'values; got {validation.shown(values)}')
+    for value in values:
+      if isinstance(value, dict) and not isinstance(value.get('name'), str):
+        raise SweepError(f'sweep axis {field}: a value that sets several '
+                         f'fields needs a "name" for its folder and table; '
+                         f'got {validation.shown(value)}')
   for key in ('rows', 'cols'):
     if sweep[key] not in axes:
       raise SweepError(f'sweep {key} must be one of the axes '
@@ -100,9 +105,29 @@ def points(axes: dict[str, list]) -> list[dict[str, Any]]:
           for values in itertools.product(*axes.values())]
 
 
+def label(value: Any) -> Any:
+  """An axis value as folders and tables show it.
+
+  A value may be a dict that sets several fields at once (a variant, as a
+  baseline that changes two fields); its "name" stands for it.
+  """
+  return value['name'] if isinstance(value, dict) else value
+
+
+def overrides(point: dict[str, Any]) -> dict[str, Any]:
+  """{dotted field: value} that the point sets, variants spelt out."""
+  out = {}
+  for field, value in point.items():
+    if isinstance(value, dict):
+      out.update({f: v for f, v in value.items() if f != 'name'})
+    else:
+      out[field] = value
+  return out
+
+
 def point_name(point: dict[str, Any]) -> str:
   """A folder name from the point's values, e.g. activation=relu,seed=0."""
-  return ','.join(f'{field.split(".")[-1]}={value}'
+  return ','.join(f'{field.split(".")[-1]}={label(value)}'
                   for field, value in point.items())
 
 
@@ -127,7 +152,7 @@ def point_config(base: ml_collections.ConfigDict,
   """
   config = copy.deepcopy(base)
   config.lock()
-  for field, value in point.items():
+  for field, value in overrides(point).items():
     try:
       config.update_from_flattened_dict({field: value})
     except (KeyError, AttributeError):
@@ -213,7 +238,11 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
   workdir = records.check_folder(workdir, 'sweep workdir')
   todo = points(sweep['axes'])
   configs = {point_name(p): point_config(base, p) for p in todo}
-  listing = [{'name': point_name(p), 'values': p} for p in todo]
+  # sweep.json names each value by its label; the fields a point sets are
+  # spelt out beside it.
+  listing = [{'name': point_name(p), 'overrides': overrides(p),
+              'values': {f: label(v) for f, v in p.items()}} for p in todo]
+  labelled = {f: [label(v) for v in vs] for f, vs in sweep['axes'].items()}
   # Every point is checked before any runs, so a bad sweep writes nothing.
   for config in configs.values():
     validation.check_config(config)
@@ -241,7 +270,7 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
   if writes:
     records.claim_folder(workdir)
     records.write_json(os.path.join(workdir, SWEEP_FILE),
-                       dict(sweep, points=listing))
+                       dict(sweep, axes=labelled, points=listing))
   groups = (seed_groups({n: configs[n] for n in pending}, status)
             if vmap_seeds else [[n] for n in pending])
   ran_seconds, ran = 0.0, 0

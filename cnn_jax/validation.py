@@ -78,6 +78,10 @@ def _check_training(config: ml_collections.ConfigDict) -> None:
            'in [0, 1] (0 = train all epochs)', config.target_test_accuracy)
   _require(config.max_train_loss > 0, 'max_train_loss',
            '> 0 (inf = never call a run diverged)', config.max_train_loss)
+  marks = config.train_error_marks
+  _require(isinstance(marks, (tuple, list))
+           and all(_finite(m) and 0 < m < 1 for m in marks),
+           'train_error_marks', 'a tuple of error levels in (0, 1)', marks)
   _require(config.parallelism in parallel.PARALLELISMS, 'parallelism',
            f'one of {", ".join(parallel.PARALLELISMS)}', config.parallelism)
   _require(config.epoch_loop in EPOCH_LOOPS, 'epoch_loop',
@@ -130,6 +134,12 @@ def _check_model(model: ml_collections.ConfigDict,
            '>= 0 and < model.pool_window', model.pool_padding)
   _require(_finite(model.pool_sigma) and model.pool_sigma > 0,
            'model.pool_sigma', 'a finite number > 0', model.pool_sigma)
+  _require(_is_int(model.conv_stride) and 1 <= model.conv_stride <= side,
+           'model.conv_stride', f'an integer in [1, {side}]',
+           model.conv_stride)
+  _require(_finite(model.kernel_init_scale) and model.kernel_init_scale > 0,
+           'model.kernel_init_scale', 'a finite number > 0',
+           model.kernel_init_scale)
   # Layer by layer: each pool's window must fit its padded input.
   sides = models.feature_map_sides(model, side)
   if sides[-1] < 1:

@@ -40,6 +40,10 @@ def get_config() -> ml_collections.ConfigDict:
   # finite) stops as diverged: summary.json says so, without an accuracy.
   # Cross-entropy starts near ln(10) = 2.3; inf = never stop.
   config.max_train_loss = 100.0
+  # Training-error levels, e.g. (0.25, 0.1): summary.json then records the
+  # step and training seconds at which the mean error of the last 100
+  # training batches first fell below each (the seed's convergence claim).
+  config.train_error_marks = ()
   # Checkpoints kept in workdir/checkpoints (one is written per epoch).
   config.max_checkpoints_to_keep = 3
   # How the step runs over all devices of all processes (cnn_jax.parallel):
@@ -53,7 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   # Names resolved by cnn_jax.registry: activations sigmoid, tanh, relu,
-  # leaky_relu, elu, gelu, silu; poolings max, avg, l2, gaussian.
+  # leaky_relu, elu, gelu, silu; poolings max, avg, l2, gaussian, subsample.
   config.model.activation = 'relu'
   config.model.pooling = 'max'
   config.model.pool_window = 2
@@ -64,6 +68,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.batch_norm = True
   config.model.features = (16, 32)
   config.model.kernel_size = 5
+  # The convs' stride; 2 with pooling 'subsample' in windows of 1, stride 1
+  # downsamples without pooling, to the pooled model's feature-map sizes.
+  config.model.conv_stride = 1
+  # Multiplies every initial conv and dense kernel (LeCun normal); the
+  # BatchNorm-and-initialisation claim (experiments/bn_init).
+  config.model.kernel_init_scale = 1.0
   config.model.num_classes = 10
   # Which implementation of Conv and BatchNorm (cnn_jax.registry.LAYERS):
   # 'flax' (flax.linen's), 'cpu' (the same layers, faster on XLA's CPU

@@ -54,7 +54,13 @@ BAD_VALUES = [
     ('max_checkpoints_to_keep', 0, '>= 1'),
     ('parallelism', 'pjit', 'one of pmap, shard_map; got pjit'),
     ('model.activation', 'swish', 'one of '),
-    ('model.pooling', 'median', 'one of avg, gaussian, l2, max'),
+    ('model.pooling', 'median', 'one of avg, gaussian, l2, max, subsample'),
+    ('model.conv_stride', 0, 'an integer in [1, 28]'),
+    ('model.conv_stride', 29, 'an integer in [1, 28]'),
+    ('model.kernel_init_scale', 0.0, 'a finite number > 0'),
+    ('model.kernel_init_scale', INF, 'a finite number > 0'),
+    ('train_error_marks', (0.25, 1.0), 'a tuple of error levels in (0, 1)'),
+    ('train_error_marks', (0.0,), 'a tuple of error levels in (0, 1)'),
     ('model.num_classes', 5, '10, the class count of fashion_mnist'),
     ('model.features', (), 'one or more filter counts, each >= 1'),
     ('model.features', (16, 0), 'one or more filter counts, each >= 1'),
@@ -122,6 +128,14 @@ def test_the_seeds_pooling_geometry_keeps_the_default_sizes():
                                   'pool_geometry'])
 def test_every_sweep_config_passes_the_checks(name):
   module = importlib.import_module(f'configs.sweeps.{name}')
+  sweep.check_sweep(module.get_sweep())
+  for point in sweep.points(module.get_sweep()['axes']):
+    validation.check_config(sweep.point_config(module.get_config(), point))
+
+
+@pytest.mark.parametrize('name', ['relu_speed', 'translation', 'bn_init'])
+def test_every_claim_config_passes_the_checks(name):
+  module = importlib.import_module(f'configs.claims.{name}')
   sweep.check_sweep(module.get_sweep())
   for point in sweep.points(module.get_sweep()['axes']):
     validation.check_config(sweep.point_config(module.get_config(), point))

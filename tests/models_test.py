@@ -136,3 +136,58 @@ def test_receptive_fields_sides_are_the_models_with_overlapping_pools():
   last = geometry[-1]
   assert variables['params']['fc']['kernel'].shape[0] == (
       last.side * last.side * last.channels)
+
+
+def test_kernel_init_scale_multiplies_every_kernel_and_nothing_else():
+  config = _util.tiny_config().model
+  base = _init(models.create_model(config, bn_axis_name=None))
+  config.kernel_init_scale = 10.0
+  scaled = _init(models.create_model(config, bn_axis_name=None))
+  for path, leaf in jax.tree_util.tree_leaves_with_path(base['params']):
+    other = scaled['params']
+    for key in path:
+      other = other[key.key]
+    factor = 10.0 if path[-1].key == 'kernel' else 1.0
+    chex.assert_trees_all_close(other, leaf * factor, rtol=1e-5)
+
+
+@pytest.mark.parametrize('layers', ['flax', 'cpu'])
+def test_strided_convs_without_pooling_keep_the_pooled_sizes(layers):
+  config = _util.tiny_config().model
+  config.update(layers=layers, pooling='subsample', conv_stride=2, pool_window=1,
+                pool_stride=1)
+  assert models.feature_map_sides(config, 28) == [14, 7]
+  model = models.create_model(config, bn_axis_name=None)
+  variables = _init(model)
+  _, state = model.apply(variables, jnp.ones((2, 28, 28, 1)), train=False,
+                         mutable=['intermediates'])
+  chex.assert_shape(state['intermediates']['act1'][0], (2, 14, 14, 16))
+  chex.assert_shape(state['intermediates']['features'][0], (2, 7 * 7 * 32))
+  # The receptive field grows by the stride instead of a pool.
+  assert [g.receptive_field for g in models.receptive_fields(config)] == [
+      1, 5, 5, 13, 13]
+
+
+def test_strided_conv_layer_sets_agree():
+  config = _util.tiny_config().model
+  config.update(pooling='subsample', conv_stride=2, pool_window=1, pool_stride=1)
+  x = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
+  outs = []
+  for name in ('flax', 'cpu'):
+    config.layers = name
+    model = models.create_model(config, bn_axis_name=None)
+    variables = model.init(jax.random.key(0), x, train=False)
+    outs.append(model.apply(variables, x, train=False))
+  chex.assert_trees_all_close(outs[0], outs[1], atol=1e-4)
+
+
+def test_features_are_what_the_dense_layer_reads():
+  model = models.create_model(_util.tiny_config().model, bn_axis_name=None)
+  variables = _init(model)
+  x = jax.random.uniform(jax.random.key(2), (3, 28, 28, 1))
+  logits, state = model.apply(variables, x, train=False,
+                              mutable=['intermediates'])
+  fc = variables['params']['fc']
+  features = state['intermediates']['features'][0]
+  chex.assert_trees_all_close(features @ fc['kernel'] + fc['bias'], logits,
+                              atol=1e-5)

@@ -43,6 +43,8 @@ def _numpy_pool(name, x, window, stride, padding, sigma):
     return _reference(x, window, stride, padding, lambda p: p.max(1), -np.inf)
   if name == 'avg':
     return _reference(x, window, stride, padding, lambda p: p.mean(1), 0.0)
+  if name == 'subsample':
+    return _reference(x, window, stride, padding, lambda p: p[:, 0], 0.0)
   if name == 'l2':
     return _reference(x, window, stride, padding,
                       lambda p: np.sqrt((p ** 2).sum(1)), 0.0)
@@ -100,3 +102,8 @@ def test_max_pool_gradient_goes_to_the_maximum():
   x = jnp.array([1., 5., 2., 3.]).reshape(1, 2, 2, 1)
   grad = jax.grad(lambda x: pooling.max_pool(x).sum())(x)
   np.testing.assert_array_equal(grad.ravel(), [0., 1., 0., 0.])
+
+
+def test_subsample_in_one_pixel_windows_is_no_pooling():
+  x = jnp.asarray(np.random.RandomState(1).randn(2, 7, 7, 3), jnp.float32)
+  np.testing.assert_array_equal(pooling.subsample(x, 1, 1, 0), x)

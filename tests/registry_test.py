@@ -55,4 +55,4 @@ def test_activation_matches_its_formula(name):
 
 
 def test_seed_pools_are_registered():
-  assert set(registry.names('pooling')) == {'max', 'avg', 'l2', 'gaussian'}
+  assert {'max', 'avg', 'l2', 'gaussian'} <= set(registry.names('pooling'))

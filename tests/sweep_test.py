@@ -45,6 +45,28 @@ def test_points_are_the_cross_product_with_readable_names():
   assert config.model.activation == 'tanh' and config.seed == 1
 
 
+def test_a_value_may_set_several_fields_under_one_name(tmp_path):
+  variant = {'name': 'strided', 'model.pooling': 'subsample',
+             'model.conv_stride': 2, 'model.pool_window': 1,
+             'model.pool_stride': 1}
+  spec = {'axes': {'model.pooling': ['max', variant], 'seed': [0]},
+          'rows': 'model.pooling', 'cols': 'seed',
+          'metric': 'test_accuracy'}
+  names = [sweep.point_name(p) for p in sweep.points(spec['axes'])]
+  assert names == ['pooling=max,seed=0', 'pooling=strided,seed=0']
+  _run(spec, tmp_path)
+  config = _summary(tmp_path, 'pooling=strided,seed=0')['config']
+  assert (config['model']['pooling'], config['model']['conv_stride']) == (
+      'subsample', 2)
+  with open(tmp_path / 'sweep.json') as f:
+    listing = json.load(f)['points']
+  assert [p['values']['model.pooling'] for p in listing] == ['max', 'strided']
+  assert 'strided' in report.write_report(str(tmp_path))['markdown']
+  unnamed = dict(spec, axes={'model.pooling': [{'model.pooling': 'avg'}]})
+  with pytest.raises(sweep.SweepError, match='needs a "name"'):
+    sweep.check_sweep(unnamed)
+
+
 def test_misspelt_axis_is_refused_naming_the_field():
   """Points are built on a locked config: a typo cannot add a field."""
   with pytest.raises(validation.ConfigError,

@@ -18,6 +18,7 @@ import tensorflow_datasets as tfds
 
 from cnn_jax import models
 from cnn_jax import parallel
+from cnn_jax import run as run_lib
 from cnn_jax import train
 from cnn_jax import validation
 import _util
@@ -383,6 +384,46 @@ def test_num_epochs_may_grow_under_a_constant_schedule(tmp_path):
   assert _epoch_records(str(tmp_path / 'grown')) == _epoch_records(
       str(tmp_path / 'straight'))
   assert grown['test_loss'] == straight['test_loss']
+
+
+def test_train_error_marks_survive_a_resume(tmp_path, monkeypatch):
+  # A window of 3 steps, so that 4-step epochs cross levels mid-run.
+  monkeypatch.setattr(run_lib, 'MARK_WINDOW', 3)
+  config = _util.tiny_config()
+  config.lr_schedule = 'constant'
+  config.num_epochs = 3
+  config.train_error_marks = (0.99, 0.9, 0.5, 1e-9)
+  straight = _run(config, str(tmp_path / 'straight'))
+  config.num_epochs = 1
+  _run(config, str(tmp_path / 'resumed'))
+  config.num_epochs = 3
+  resumed = _run(config, str(tmp_path / 'resumed'))
+  marks = straight['train_error_marks']
+  assert list(marks) == ['0.99', '0.9', '0.5', '1e-09']
+  assert marks['1e-09'] is None  # Random labels: never all right.
+  assert marks['0.99']['step'] == 3  # The first full window.
+  steps = lambda m: {k: v and (v['step'], v['epoch']) for k, v in m.items()}
+  assert steps(resumed['train_error_marks']) == steps(marks)
+  assert straight['mark_window_steps'] == 3
+
+
+def test_runs_from_before_a_field_existed_resume(tmp_path):
+  config = _util.tiny_config()
+  _run(config, str(tmp_path))
+  path = tmp_path / 'config.json'
+  started = json.loads(path.read_text())
+  for field in run_lib.ADDED_FIELDS:
+    *parents, leaf = field.split('.')
+    node = started
+    for p in parents:
+      node = node[p]
+    del node[leaf]
+  path.write_text(json.dumps(started))
+  run_lib.check_resumable(str(tmp_path), config)  # Defaults: no change.
+  config.model.kernel_init_scale = 2.0
+  with pytest.raises(validation.ConfigError,
+                     match=r'model.kernel_init_scale \(1.0 there, 2.0 now'):
+    run_lib.check_resumable(str(tmp_path), config)
 
 
 def test_a_diverged_run_stops_and_keeps_its_last_good_checkpoint(tmp_path):

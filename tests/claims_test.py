@@ -1,0 +1,100 @@
+"""The claims' analyses on small sweeps: what they read and what they write."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from cnn_jax import claims
+from cnn_jax import run as run_lib
+from cnn_jax import sweep
+import _util
+
+
+def _claim(tmp_path, axes, analysis, config, rows, cols):
+  spec = {'axes': axes, 'rows': rows, 'cols': cols,
+          'metric': 'test_accuracy', 'analysis': analysis}
+  with tfds.testing.mock_data(num_examples=48):
+    sweep.run_sweep(config, spec, str(tmp_path / 'runs'))
+    table = claims.analyze(config, spec, str(tmp_path))
+  with open(tmp_path / 'results.json') as f:
+    return table, json.load(f)
+
+
+def test_ratio_ci_brackets_the_ratio_and_is_exact_without_spread():
+  r, low, high = claims.ratio_ci([10, 12, 14], [2, 2, 2])
+  assert r == 6.0 and low <= r <= high and low >= 5.0 and high <= 7.0
+  assert claims.ratio_ci([6, 6], [2, 2]) == (3.0, 3.0, 3.0)
+
+
+def test_first_below_finds_the_window_that_crosses():
+  errors = np.array([0.9, 0.8, 0.2, 0.1, 0.1, 0.0])
+  # Windows of 2: 0.85, 0.5, 0.15, 0.1, 0.05.
+  assert run_lib.first_below([], errors, (0.6, 0.12, 0.01), 2) == {
+      0.6: 2, 0.12: 4}
+  # The steps before this epoch fill the first window.
+  assert run_lib.first_below([0.0], np.array([0.1]), (0.04,), 2) == {}
+  assert run_lib.first_below([0.0], np.array([0.1]), (0.2,), 2) == {0.2: 0}
+  assert run_lib.first_below([], np.array([0.0]), (0.5,), 2) == {}
+
+
+def test_convergence_reads_the_marks_of_every_point(tmp_path, monkeypatch):
+  monkeypatch.setattr(run_lib, 'MARK_WINDOW', 2)
+  config = _util.tiny_config()
+  config.train_error_marks = (0.99, 1e-9)
+  config.lr_schedule = 'constant'
+  table, data = _claim(
+      tmp_path, {'model.batch_norm': [True], 'model.activation':
+                 ['relu', 'tanh'], 'seed': [0, 1]},
+      'convergence', config, 'model.activation', 'model.batch_norm')
+  assert data['budget_steps'] == 4
+  groups = {g['activation']: g for g in data['groups']}
+  for act, g in groups.items():
+    for seed, steps in enumerate(g['1e-09']['steps']):
+      assert steps is None  # Never reached: shown as such, not as a number.
+      summary = run_lib.read_summary(str(
+          tmp_path / 'runs' / f'batch_norm=True,activation={act},seed={seed}'))
+      assert g['0.99']['steps'][seed] == (
+          summary['train_error_marks']['0.99']['step'])
+  assert '2 not within 4 steps' in table
+  assert os.path.getsize(tmp_path / 'convergence.png') > 0
+
+
+def test_translation_probe_at_shift_0_is_the_runs_test_accuracy(tmp_path):
+  config = _util.tiny_config()
+  variant = {'name': 'strided', 'model.pooling': 'subsample',
+             'model.conv_stride': 2, 'model.pool_window': 1,
+             'model.pool_stride': 1}
+  table, data = _claim(
+      tmp_path, {'model.pooling': ['max', variant], 'seed': [0, 1]},
+      'translation', config, 'model.pooling', 'seed')
+  assert [g['pooling'] for g in data['groups']] == ['max', 'strided']
+  for g in data['groups']:
+    np.testing.assert_allclose([a[0] for a in g['accuracy']],
+                               g['test_accuracy'], atol=1e-6)
+  assert 'vs strided' in table
+  probe = tmp_path / 'runs' / 'pooling=max,seed=0' / 'invariance.json'
+  assert json.loads(probe.read_text())['shifts'] == list(claims.SHIFTS)
+
+
+def test_init_scale_counts_diverged_runs_and_reads_first_epoch_loss(
+    tmp_path):
+  config = _util.tiny_config()
+  config.learning_rate = 1e6  # Drives every run to a non-finite loss.
+  config.num_epochs = 2
+  table, data = _claim(
+      tmp_path, {'model.batch_norm': [False],
+                 'model.kernel_init_scale': [1.0], 'seed': [0]},
+      'init_scale', config, 'model.kernel_init_scale', 'model.batch_norm')
+  (group,) = data['groups']
+  assert group['diverged'] == 1 and group['test_accuracy'] == []
+  assert '1 of 1' in table
+
+
+def test_a_sweep_spec_without_an_analysis_is_refused(tmp_path):
+  spec = {'axes': {'seed': [0]}, 'rows': 'seed', 'cols': 'seed',
+          'metric': 'test_accuracy', 'analysis': 'astrology'}
+  with pytest.raises(claims.ClaimError, match='one of convergence'):
+    claims.analyze(_util.tiny_config(), spec, str(tmp_path))
