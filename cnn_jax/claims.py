@@ -121,7 +121,9 @@ def convergence(points: Sequence[dict[str, Any]], config: Any,
   steps_per_epoch = (points[0]['summary']['num_train_examples']
                      // config.batch_size)
   budget = config.num_epochs * steps_per_epoch
-  rows, data = [], {'budget_steps': budget, 'groups': []}
+  window = points[0]['summary']['mark_window_steps']
+  rows, data = [], {'budget_steps': budget, 'window_steps': window,
+                    'groups': []}
   groups = _groups(points, ('model.batch_norm', 'model.activation'))
   for (bn, act), group in groups.items():
     marks = [p['summary']['train_error_marks'] for p in group]
@@ -150,6 +152,10 @@ def convergence(points: Sequence[dict[str, Any]], config: Any,
         cell = mean_sd(reached, '.0f' if key == 'steps' else '.1f')
         if len(reached) < len(mine):
           cell += f', {len(mine) - len(reached)} not within {budget} steps'
+        first = sum(s == window for s in g[level]['steps'])
+        if key == 'steps' and first:
+          # Below the level at the first window: it got there sooner.
+          cell += f', {first} at the first window'
         row.append(cell)
         if act == 'relu' or relu is None or None in theirs:
           ratio = '-'
@@ -196,7 +202,8 @@ def _plot_convergence(data: dict[str, Any], levels: Sequence[str],
     ax.set_xlabel('activation')
   axes[0].set_ylabel('training steps (batch 100), one dot per seed')
   axes[0].legend(fontsize=8, loc='upper left')
-  fig.suptitle('Steps until the training error (last 100 batches) falls '
+  fig.suptitle(f'Steps until the training error (last {data["window_steps"]}'
+               f' batches) falls '
                'below a level;\n^ = not within the budget (dotted line)',
                fontsize=9)
   fig.tight_layout()

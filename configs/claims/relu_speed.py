@@ -4,7 +4,7 @@ The seed's model and plain recipe (configs/seed_recipe.py: Adam 1e-3,
 constant rate, no augmentation, no label smoothing), each activation with
 and without BatchNorm, 5 seeds, 3 epochs (1,650 steps of 100 images).
 summary.json records the step (and training seconds) at which the mean
-error of the last 100 training batches first fell below 25%, the level of
+error of the last 20 training batches first fell below 25%, the level of
 the original comparison (Krizhevsky et al., 2012, on CIFAR-10), and 10%.
 
 Run (trains what is missing, then writes results.md and the plot):
