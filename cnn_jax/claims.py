@@ -76,6 +76,12 @@ def _groups(points: Sequence[dict[str, Any]], fields: Sequence[str]
   return dict(groups)
 
 
+def _test_accuracies(points: Sequence[dict[str, Any]]) -> list[float]:
+  """The finished runs' test accuracies; a diverged run has none."""
+  return [p['summary']['test_accuracy'] for p in points
+          if p['summary']['status'] == 'ok']
+
+
 def mean_sd(values: Sequence[float], fmt: str = '.4f') -> str:
   """'mean ± sd (n=k)' of the seeds' values."""
   if not values:
@@ -128,7 +134,9 @@ def convergence(points: Sequence[dict[str, Any]], config: Any,
   for (bn, act), group in groups.items():
     marks = [p['summary']['train_error_marks'] for p in group]
     entry = {'batch_norm': bn, 'activation': act, 'n': len(group),
-             'test_accuracy': [p['summary']['test_accuracy'] for p in group]}
+             'diverged': sum(p['summary']['status'] == 'diverged'
+                             for p in group),
+             'test_accuracy': _test_accuracies(group)}
     for level in levels:
       hit = [m[level] for m in marks]
       entry[level] = {
@@ -170,7 +178,8 @@ def convergence(points: Sequence[dict[str, Any]], config: Any,
         else:
           ratio = '-'
         row.append(ratio)
-    row.append(mean_sd(g['test_accuracy']))
+    row.append(mean_sd(g['test_accuracy']) + (
+        f', {g["diverged"]} diverged' if g['diverged'] else ''))
     rows.append(row)
   table = _markdown(header, rows)
   _plot_convergence(data, levels, budget,
@@ -243,12 +252,14 @@ def translation(points: Sequence[dict[str, Any]], config: Any,
   data = {'shifts': list(SHIFTS), 'feature_shifts': list(FEATURE_SHIFTS),
           'groups': []}
   for (pool,), group in groups.items():
-    probes = [_invariance(p, test) for p in group]
+    # A diverged run's weights are not a trained model: left out, counted.
+    ok = [p for p in group if p['summary']['status'] == 'ok']
+    probes = [_invariance(p, test) for p in ok]
     mean4 = lambda d: np.mean(list(d.values()), axis=0).tolist()
     data['groups'].append({
-        'pooling': pool, 'n': len(group),
+        'pooling': pool, 'n': len(ok), 'diverged': len(group) - len(ok),
         'pools': group[0]['summary']['config']['model']['pool_window'] > 1,
-        'test_accuracy': [p['summary']['test_accuracy'] for p in group],
+        'test_accuracy': _test_accuracies(group),
         'accuracy': [mean4(r['accuracy']) for r in probes],
         'feature_change': [mean4(r['feature_change']) for r in probes]})
   # The model without pooling, the others' baseline.
@@ -330,7 +341,7 @@ def init_scale(points: Sequence[dict[str, Any]], config: Any,
     ok = [p for p in group if p['summary']['status'] == 'ok']
     entry = {'kernel_init_scale': scale, 'batch_norm': bn, 'n': len(group),
              'diverged': len(group) - len(ok),
-             'test_accuracy': [p['summary']['test_accuracy'] for p in ok],
+             'test_accuracy': _test_accuracies(ok),
              'first_epoch_loss': [_first_epoch_loss(p) for p in group]}
     data['groups'].append(entry)
     losses = [l for l in entry['first_epoch_loss'] if np.isfinite(l)]
