@@ -12,6 +12,7 @@ checkpoint gave (computed once, kept beside its summary.json).
 """
 
 import collections
+import functools
 import json
 import os
 import statistics
@@ -223,15 +224,15 @@ def _plot_convergence(data: dict[str, Any], levels: Sequence[str],
 # --- Claim 2: pooling gives translation invariance ---------------------------
 
 
-def _invariance(point: dict[str, Any], test: dict[str, np.ndarray]
-                ) -> dict[str, Any]:
+def _invariance(point: dict[str, Any],
+                test: Callable[[], dict[str, np.ndarray]]) -> dict[str, Any]:
   """The point's probe results: read from invariance.json, or measured on
   its best checkpoint and written there."""
   path = os.path.join(point['folder'], INVARIANCE_FILE)
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)
-  trained = evaluate.load(point['folder'])
+  trained, test = evaluate.load(point['folder']), test()
   result = {
       'shifts': list(SHIFTS), 'feature_shifts': list(FEATURE_SHIFTS),
       'checkpoint_epoch': trained.epoch,
@@ -247,7 +248,9 @@ def translation(points: Sequence[dict[str, Any]], config: Any,
                 out_dir: str) -> tuple[str, dict[str, Any]]:
   """Accuracy on shifted test images and the features' relative change,
   per pooling; each seed's value is the mean over the four directions."""
-  test = input_pipeline.load_splits(config.data)['test']
+  # The test split is read only for points not probed yet.
+  test = functools.cache(lambda: input_pipeline.load_splits(
+      config.data)['test'])
   groups = _groups(points, ('model.pooling',))
   data = {'shifts': list(SHIFTS), 'feature_shifts': list(FEATURE_SHIFTS),
           'groups': []}
