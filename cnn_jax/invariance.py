@@ -8,7 +8,7 @@ last dense layer) move under a shift of 1 or 2 pixels, relative to their
 size.
 """
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import chex
 import jax
@@ -36,20 +36,26 @@ def shift(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
   return out
 
 
-def features(trained: evaluate.Trained, images: np.ndarray,
-             batch_size: int = 1000) -> np.ndarray:
-  """The penultimate features of uint8 images [N, 28, 28, 1], [N, D]."""
+def _model_outputs(trained: evaluate.Trained
+                   ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+  """uint8 images -> (logits, penultimate features), batch by batch.
+
+  One compiled program serves every shift (a batch of 1,000 images; a
+  smaller last batch compiles once more).
+  """
 
   @jax.jit
   def apply(x):
-    _, state = trained.model.apply(
+    logits, state = trained.model.apply(
         trained.variables, input_pipeline.normalize(x), train=False,
         mutable=['intermediates'])
-    return state['intermediates']['features'][0]
+    return logits, state['intermediates']['features'][0]
 
-  out = [np.asarray(apply(images[i:i + batch_size]))
-         for i in range(0, len(images), batch_size)]
-  return np.concatenate(out)
+  def run(images, batch_size=1000):
+    outs = [jax.device_get(apply(images[i:i + batch_size]))
+            for i in range(0, len(images), batch_size)]
+    return tuple(np.concatenate(parts) for parts in zip(*outs))
+  return run
 
 
 def shifted_accuracy(trained: evaluate.Trained, images: np.ndarray,
@@ -58,11 +64,12 @@ def shifted_accuracy(trained: evaluate.Trained, images: np.ndarray,
   """{direction: accuracy at each shift}, on images shifted that far."""
   chex.assert_rank(images, 4)
   chex.assert_equal_shape_prefix((images, labels), 1)
+  outputs = _model_outputs(trained)
   result = {}
   for name, (dy, dx) in DIRECTIONS.items():
     result[name] = [
-        float((evaluate.logits(trained, shift(images, dy * d, dx * d))
-               .argmax(-1) == labels).mean()) for d in shifts]
+        float((outputs(shift(images, dy * d, dx * d))[0].argmax(-1)
+               == labels).mean()) for d in shifts]
   return result
 
 
@@ -73,14 +80,15 @@ def feature_change(trained: evaluate.Trained, images: np.ndarray,
   Relative, so models whose features differ in scale compare; images whose
   features are all zero are left out of the mean.
   """
-  base = features(trained, images)
+  outputs = _model_outputs(trained)
+  base = outputs(images)[1]
   size = np.linalg.norm(base, axis=1)
   keep = size > 0
   result = {}
   for name, (dy, dx) in DIRECTIONS.items():
     result[name] = []
     for d in shifts:
-      moved = features(trained, shift(images, dy * d, dx * d))
+      moved = outputs(shift(images, dy * d, dx * d))[1]
       change = np.linalg.norm(moved - base, axis=1)
       result[name].append(float((change[keep] / size[keep]).mean()))
   return result

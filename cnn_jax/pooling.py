@@ -103,7 +103,6 @@ def gaussian_pool(x: jnp.ndarray, window: int = 2, stride: int = 2,
                     weights)
 
 
-
 def subsample(x: jnp.ndarray, window: int = 2, stride: int = 2,
               padding: int = 0, sigma: float = 1.0) -> jnp.ndarray:
   """The first (top-left) pixel of each window: downsampling that pools

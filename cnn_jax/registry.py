@@ -40,8 +40,8 @@ POOLS: dict[str, Callable] = {
 
 class LayerSet(NamedTuple):
   """A conv and a BatchNorm, built as conv(features, kernel_size, stride=...,
-  kernel_init=..., name=...) and batch_norm(use_running_average=..., momentum=..., epsilon=...,
-  axis_name=..., name=...)."""
+  kernel_init=..., name=...) and batch_norm(use_running_average=...,
+  momentum=..., epsilon=..., axis_name=..., name=...)."""
   conv: Callable[..., nn.Module]
   batch_norm: Callable[..., nn.Module]
 
