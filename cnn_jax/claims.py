@@ -69,11 +69,21 @@ def _points(runs_dir: str) -> list[dict[str, Any]]:
   return out
 
 
-def _groups(points: Sequence[dict[str, Any]], fields: Sequence[str]
+def _groups(points: Sequence[dict[str, Any]], fields: Sequence[str],
+            config: ml_collections.ConfigDict | None = None
             ) -> dict[tuple, list[dict[str, Any]]]:
+  """The points by their values of `fields`; a field the sweep does not
+  vary takes its value from the claim's `config`."""
+  def value(point, field):
+    if field in point['values']:
+      return point['values'][field]
+    node = config
+    for part in field.split('.'):
+      node = node[part]
+    return node
   groups = collections.defaultdict(list)
   for p in points:
-    groups[tuple(p['values'][f] for f in fields)].append(p)
+    groups[tuple(value(p, f) for f in fields)].append(p)
   return dict(groups)
 
 
@@ -333,42 +343,45 @@ def _first_epoch_loss(point: dict[str, Any]) -> float:
 
 def init_scale(points: Sequence[dict[str, Any]], config: Any,
                out_dir: str) -> tuple[str, dict[str, Any]]:
-  """Test accuracy, divergence and first-epoch loss per initial scale,
-  with and without BatchNorm."""
-  del config
-  groups = _groups(points, ('model.kernel_init_scale', 'model.batch_norm'))
+  """Test accuracy, divergence and first-epoch loss per initial scale, with
+  and without BatchNorm, and per set of scaled kernels (all, conv, dense)."""
+  fields = ('model.batch_norm', 'model.kernel_init_layers',
+            'model.kernel_init_scale')
+  groups = _groups(points, fields, config)
   data = {'groups': []}
   rows = []
-  for (scale, bn), group in sorted(groups.items(), key=lambda kv: (
-      not kv[0][1], kv[0][0])):
+  for (bn, scaled, scale), group in sorted(groups.items(), key=lambda kv: (
+      not kv[0][0], kv[0][1], kv[0][2])):
     ok = [p for p in group if p['summary']['status'] == 'ok']
-    entry = {'kernel_init_scale': scale, 'batch_norm': bn, 'n': len(group),
+    entry = {'batch_norm': bn, 'kernel_init_layers': scaled,
+             'kernel_init_scale': scale, 'n': len(group),
              'diverged': len(group) - len(ok),
              'test_accuracy': _test_accuracies(ok),
              'first_epoch_loss': [_first_epoch_loss(p) for p in group]}
     data['groups'].append(entry)
     losses = [l for l in entry['first_epoch_loss'] if np.isfinite(l)]
-    rows.append(['on' if bn else 'off', f'x{scale:g}',
+    rows.append(['on' if bn else 'off', scaled, f'x{scale:g}',
                  f'{entry["diverged"]} of {len(group)}',
                  mean_sd(entry['test_accuracy']),
                  mean_sd(losses, '.3g') + (
                      f', {len(group) - len(losses)} not finite'
                      if len(losses) < len(group) else '')])
-  header = ['BatchNorm', 'kernel init', 'diverged', 'test accuracy',
-            'training loss, epoch 1']
+  header = ['BatchNorm', 'scaled kernels', 'kernel init', 'diverged',
+            'test accuracy', 'training loss, epoch 1']
   _plot_init_scale(data, os.path.join(out_dir, 'init_scale.png'))
   return _markdown(header, rows), data
 
 
 def _plot_init_scale(data: dict[str, Any], path: str) -> None:
   plt = _pyplot()
-  fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+  fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
   finite = lambda xs: [x for x in xs if np.isfinite(x)]
   mean = lambda xs: np.mean(xs) if xs else np.nan
-  for i, bn in enumerate((True, False)):
-    groups = [g for g in data['groups'] if g['batch_norm'] == bn]
-    if not groups:
-      continue
+  lines = sorted({(g['batch_norm'], g['kernel_init_layers'])
+                  for g in data['groups']}, key=lambda k: (not k[0], k[1]))
+  for i, (bn, scaled) in enumerate(lines):
+    groups = [g for g in data['groups']
+              if (g['batch_norm'], g['kernel_init_layers']) == (bn, scaled)]
     for g in groups:
       losses = finite(g['first_epoch_loss'])
       axes[0].scatter([g['kernel_init_scale']] * len(g['test_accuracy']),
@@ -376,7 +389,7 @@ def _plot_init_scale(data: dict[str, Any], path: str) -> None:
       axes[1].scatter([g['kernel_init_scale']] * len(losses), losses, s=14,
                       color=f'C{i}')
     scales = [g['kernel_init_scale'] for g in groups]
-    label = f'BatchNorm {"on" if bn else "off"}'
+    label = f'BatchNorm {"on" if bn else "off"}, {scaled} kernels scaled'
     axes[0].plot(scales, [mean(g['test_accuracy']) for g in groups],
                  color=f'C{i}', label=label)
     axes[1].plot(scales, [mean(finite(g['first_epoch_loss']))
@@ -384,7 +397,7 @@ def _plot_init_scale(data: dict[str, Any], path: str) -> None:
   for ax in axes:
     ax.set_xscale('log')
     ax.set_xlabel('initial kernel scale (x LeCun normal)')
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
   axes[0].set_ylabel('test accuracy (dots: seeds; diverged: none)')
   axes[1].set_ylabel('mean training loss, epoch 1')
   if any(finite(g['first_epoch_loss']) for g in data['groups']):

@@ -12,6 +12,11 @@ from cnn_jax import layers
 from cnn_jax import pooling
 from cnn_jax import registry
 
+# The kernels model.kernel_init_scale multiplies, by model.kernel_init_layers;
+# the others keep the default. BatchNorm follows each conv but not the dense
+# layer, so scaling one or the other tells which of them BatchNorm protects.
+KERNEL_INIT_LAYERS = {'all': ('conv', 'dense'), 'conv': ('conv',),
+                      'dense': ('dense',)}
 
 class CNN(nn.Module):
   """Conv stages with an optional BatchNorm, then one fully connected layer.
@@ -28,7 +33,8 @@ class CNN(nn.Module):
       they are those of the global batch under pmap; None outside a pmap.
     conv_stride: the convs' stride; 2, with 'subsample' in one-pixel windows
       as the pool, is the downsampling-without-pooling baseline.
-    kernel_init: initializer of the conv and dense kernels.
+    conv_kernel_init: initializer of the conv kernels.
+    dense_kernel_init: initializer of the dense (output) kernel.
     conv: builds a 'same' conv layer (registry.LayerSet).
     norm: builds a BatchNorm layer (registry.LayerSet).
   """
@@ -40,7 +46,10 @@ class CNN(nn.Module):
   batch_norm: bool = True
   bn_axis_name: str | None = 'batch'
   conv_stride: int = 1
-  kernel_init: Callable[..., jnp.ndarray] = nn.initializers.lecun_normal()
+  conv_kernel_init: Callable[..., jnp.ndarray] = (
+      nn.initializers.lecun_normal())
+  dense_kernel_init: Callable[..., jnp.ndarray] = (
+      nn.initializers.lecun_normal())
   conv: Callable[..., nn.Module] = layers.Conv
   norm: Callable[..., nn.Module] = layers.BatchNorm
 
@@ -48,7 +57,8 @@ class CNN(nn.Module):
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     for i, features in enumerate(self.features):
       x = self.conv(features, self.kernel_size, stride=self.conv_stride,
-                    kernel_init=self.kernel_init, name=f'conv{i + 1}')(x)
+                    kernel_init=self.conv_kernel_init,
+                    name=f'conv{i + 1}')(x)
       if self.batch_norm:
         # PyTorch BatchNorm2d defaults: running-average momentum 0.1, eps 1e-5.
         x = self.norm(use_running_average=not train, momentum=0.9,
@@ -62,7 +72,7 @@ class CNN(nn.Module):
     x = x.reshape((x.shape[0], -1))
     # The penultimate features, for the translation probe (invariance.py).
     self.sow('intermediates', 'features', x)
-    return nn.Dense(self.num_classes, kernel_init=self.kernel_init,
+    return nn.Dense(self.num_classes, kernel_init=self.dense_kernel_init,
                     name='fc')(x)
 
 
@@ -152,14 +162,17 @@ def create_model(model_config: ml_collections.ConfigDict, **kwargs: Any) -> CNN:
       padding=model_config.pool_padding,
       sigma=model_config.pool_sigma)
   # lecun_normal is variance_scaling(1, 'fan_in', 'truncated_normal'): a
-  # scale of s^2 multiplies every initial kernel by s.
-  kernel_init = nn.initializers.variance_scaling(
-      model_config.kernel_init_scale ** 2, 'fan_in', 'truncated_normal')
+  # scale of s^2 multiplies the initial kernels by s.
+  scaled = KERNEL_INIT_LAYERS[model_config.kernel_init_layers]
+  kernel_init = {kind: nn.initializers.variance_scaling(
+      model_config.kernel_init_scale ** 2 if kind in scaled else 1.0,
+      'fan_in', 'truncated_normal') for kind in ('conv', 'dense')}
   return CNN(
       features=tuple(model_config.features),
       kernel_size=model_config.kernel_size,
       conv_stride=model_config.conv_stride,
-      kernel_init=kernel_init,
+      conv_kernel_init=kernel_init['conv'],
+      dense_kernel_init=kernel_init['dense'],
       num_classes=model_config.num_classes,
       act=registry.lookup('activation', model_config.activation),
       pool=pool,

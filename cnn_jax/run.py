@@ -52,7 +52,7 @@ MAY_CHANGE_ON_RESUME = frozenset((
 # Fields added after runs were first started, with the value every run from
 # before had: a folder whose config lacks one trained with that value.
 ADDED_FIELDS = {'train_error_marks': [], 'model.kernel_init_scale': 1.0,
-                'model.conv_stride': 1}
+                'model.conv_stride': 1, 'model.kernel_init_layers': 'all'}
 # A run's training error at a step is the mean error of its last this-many
 # training batches (2,000 images at batch 100), as the steps measured it: no
 # extra evaluation; short, since ReLU with BatchNorm is below 25% within

@@ -140,6 +140,10 @@ def _check_model(model: ml_collections.ConfigDict,
   _require(_finite(model.kernel_init_scale) and model.kernel_init_scale > 0,
            'model.kernel_init_scale', 'a finite number > 0',
            model.kernel_init_scale)
+  _require(model.kernel_init_layers in models.KERNEL_INIT_LAYERS,
+           'model.kernel_init_layers',
+           f'one of {", ".join(models.KERNEL_INIT_LAYERS)}',
+           model.kernel_init_layers)
   # Layer by layer: each pool's window must fit its padded input.
   sides = models.feature_map_sides(model, side)
   if sides[-1] < 1:

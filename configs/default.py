@@ -71,9 +71,11 @@ def get_config() -> ml_collections.ConfigDict:
   # The convs' stride; 2 with pooling 'subsample' in windows of 1, stride 1
   # downsamples without pooling, to the pooled model's feature-map sizes.
   config.model.conv_stride = 1
-  # Multiplies every initial conv and dense kernel (LeCun normal); the
-  # BatchNorm-and-initialisation claim (experiments/bn_init).
+  # Multiplies the initial kernels (LeCun normal) of the layers named by
+  # kernel_init_layers: 'all', 'conv' or 'dense'; the BatchNorm-and-
+  # initialisation claim (experiments/bn_init).
   config.model.kernel_init_scale = 1.0
+  config.model.kernel_init_layers = 'all'
   config.model.num_classes = 10
   # Which implementation of Conv and BatchNorm (cnn_jax.registry.LAYERS):
   # 'flax' (flax.linen's), 'cpu' (the same layers, faster on XLA's CPU

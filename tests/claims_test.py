@@ -91,6 +91,22 @@ def test_init_scale_counts_diverged_runs_and_reads_first_epoch_loss(
   (group,) = data['groups']
   assert group['diverged'] == 1 and group['test_accuracy'] == []
   assert '1 of 1' in table
+  # Not swept, so read from the config.
+  assert group['kernel_init_layers'] == 'all'
+
+
+def test_init_scale_groups_by_the_scaled_kernels(tmp_path):
+  config = _util.tiny_config()
+  table, data = _claim(
+      tmp_path, {'model.kernel_init_layers': ['conv', 'dense'],
+                 'model.kernel_init_scale': [10.0], 'seed': [0]},
+      'init_scale', config, 'model.kernel_init_scale',
+      'model.kernel_init_layers')
+  conv, dense = data['groups']
+  assert (conv['kernel_init_layers'], dense['kernel_init_layers']) == (
+      'conv', 'dense')
+  assert conv['first_epoch_loss'] != dense['first_epoch_loss']
+  assert '| on | conv | x10 |' in table and '| on | dense | x10 |' in table
 
 
 def test_a_sweep_spec_without_an_analysis_is_refused(tmp_path):

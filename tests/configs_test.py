@@ -59,6 +59,7 @@ BAD_VALUES = [
     ('model.conv_stride', 29, 'an integer in [1, 28]'),
     ('model.kernel_init_scale', 0.0, 'a finite number > 0'),
     ('model.kernel_init_scale', INF, 'a finite number > 0'),
+    ('model.kernel_init_layers', 'fc', 'one of all, conv, dense; got fc'),
     ('train_error_marks', (0.25, 1.0), 'a tuple of error levels in (0, 1)'),
     ('train_error_marks', (0.0,), 'a tuple of error levels in (0, 1)'),
     ('model.num_classes', 5, '10, the class count of fashion_mnist'),
@@ -133,7 +134,8 @@ def test_every_sweep_config_passes_the_checks(name):
     validation.check_config(sweep.point_config(module.get_config(), point))
 
 
-@pytest.mark.parametrize('name', ['relu_speed', 'translation', 'bn_init'])
+@pytest.mark.parametrize('name', ['relu_speed', 'translation', 'bn_init',
+                                  'bn_init_layers'])
 def test_every_claim_config_passes_the_checks(name):
   module = importlib.import_module(f'configs.claims.{name}')
   sweep.check_sweep(module.get_sweep())

@@ -138,17 +138,23 @@ def test_receptive_fields_sides_are_the_models_with_overlapping_pools():
       last.side * last.side * last.channels)
 
 
-def test_kernel_init_scale_multiplies_every_kernel_and_nothing_else():
+@pytest.mark.parametrize('scaled,layers', [
+    ('all', ('conv1', 'conv2', 'fc')), ('conv', ('conv1', 'conv2')),
+    ('dense', ('fc',))])
+def test_kernel_init_scale_multiplies_the_named_kernels_and_nothing_else(
+    scaled, layers):
   config = _util.tiny_config().model
+  config.features = (4, 8)
   base = _init(models.create_model(config, bn_axis_name=None))
-  config.kernel_init_scale = 10.0
-  scaled = _init(models.create_model(config, bn_axis_name=None))
+  config.update(kernel_init_scale=10.0, kernel_init_layers=scaled)
+  scaled_params = _init(models.create_model(config, bn_axis_name=None))
   for path, leaf in jax.tree_util.tree_leaves_with_path(base['params']):
-    other = scaled['params']
+    other = scaled_params['params']
     for key in path:
       other = other[key.key]
-    factor = 10.0 if path[-1].key == 'kernel' else 1.0
-    chex.assert_trees_all_close(other, leaf * factor, rtol=1e-5)
+    hit = path[-1].key == 'kernel' and path[0].key in layers
+    chex.assert_trees_all_close(other, leaf * (10.0 if hit else 1.0),
+                                rtol=1e-5)
 
 
 @pytest.mark.parametrize('layers', ['flax', 'cpu'])
