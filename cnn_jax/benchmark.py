@@ -174,9 +174,9 @@ def jax_time_to_target(config_path: str, data: ml_collections.ConfigDict,
                     f'--config.target_test_accuracy={target}',
                     # A first run's time: nothing compiled beforehand.
                     '--compilation_cache='])
-  with open(os.path.join(workdir, 'summary.json')) as f:
+  with open(os.path.join(workdir, records.SUMMARY_FILE)) as f:
     summary = json.load(f)
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+  with open(os.path.join(workdir, records.METRICS_FILE)) as f:
     curve = [json.loads(line)['test_accuracy'] for line in f]
   return {'seconds': seconds, 'reached': summary['target_epoch'] is not None,
           'epochs': summary['epochs_completed'], 'test_accuracy': curve}

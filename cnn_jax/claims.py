@@ -52,7 +52,7 @@ class ClaimError(errors.UserError):
 
 def _points(runs_dir: str) -> list[dict[str, Any]]:
   """Each point of the sweep: its values, folder, summary and history."""
-  with open(os.path.join(runs_dir, sweep_lib.SWEEP_FILE)) as f:
+  with open(os.path.join(runs_dir, records.SWEEP_FILE)) as f:
     listing = json.load(f)['points']
   out = []
   for point in listing:
@@ -60,7 +60,7 @@ def _points(runs_dir: str) -> list[dict[str, Any]]:
     out.append({'values': point['values'], 'folder': folder,
                 'summary': run_lib.read_summary(folder),
                 'history': records.read_json_lines(
-                    os.path.join(folder, run_lib.METRICS_FILE))})
+                    os.path.join(folder, records.METRICS_FILE))})
   unfinished = [p['values'] for p in out if not p['summary']]
   if unfinished:
     raise ClaimError(f'{len(unfinished)} of {len(out)} points have no '
@@ -158,8 +158,8 @@ def convergence(points: Sequence[dict[str, Any]], config: Any,
   header = ['BatchNorm', 'activation']
   for level in levels:
     pct = f'{float(level):.0%}'
-    header += [f'steps to {pct}', f'x ReLU (95% CI)',
-               f'seconds to {pct}', f'x ReLU (95% CI)']
+    header += [f'steps to {pct}', 'x ReLU (95% CI)',
+               f'seconds to {pct}', 'x ReLU (95% CI)']
   header.append('test accuracy')
   for (bn, act), g in by_key.items():
     relu = by_key.get((bn, 'relu'))

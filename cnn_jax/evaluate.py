@@ -131,7 +131,7 @@ def evaluate(workdir: str, checkpoint: str = 'best') -> dict[str, Any]:
   predicted = test_logits.argmax(-1)
   accuracy = float((predicted == labels).mean())
   history = records.read_json_lines(os.path.join(workdir,
-                                                 run_lib.METRICS_FILE))
+                                                 records.METRICS_FILE))
   out_dir = os.path.join(workdir, PLOTS_DIR)
   try:
     os.makedirs(out_dir, exist_ok=True)

@@ -24,6 +24,13 @@ from cnn_jax import errors
 
 
 LOCK_FILE = '.lock'
+# The files of a run folder (run.py writes them) and of a sweep folder
+# (sweep.py); report, claims and evaluate read them by these names.
+CONFIG_FILE = 'config.json'
+METRICS_FILE = 'metrics.jsonl'
+SUMMARY_FILE = 'summary.json'
+SWEEP_FILE = 'sweep.json'
+FAILED_FILE = 'error.txt'
 # Folders this process has claimed, with their open lock files.
 _claimed: dict[str, IO[str]] = {}
 

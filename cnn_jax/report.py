@@ -25,13 +25,10 @@ from absl import flags
 
 from cnn_jax import cli
 from cnn_jax import errors
+from cnn_jax import records
 
 FLAGS = flags.FLAGS
 
-SWEEP_FILE = 'sweep.json'
-SUMMARY_FILE = 'summary.json'
-METRICS_FILE = 'metrics.jsonl'
-FAILED_FILE = 'error.txt'
 # The summary.json numbers a table can show; the sweep launcher checks a
 # spec's metric against these before any point runs.
 METRICS = ('test_accuracy', 'test_loss', 'best_val_accuracy',
@@ -97,10 +94,10 @@ def read_sweep(workdir: str) -> dict[str, Any]:
   Checked up front so that a bad spec is one error line, not a KeyError deep
   in the table code, and nothing is written.
   """
-  path = os.path.join(workdir, SWEEP_FILE)
+  path = os.path.join(workdir, records.SWEEP_FILE)
   if not os.path.isfile(path):
     raise ReportError(f'{path} does not exist; --workdir must be a sweep '
-                      f'folder holding {SWEEP_FILE}')
+                      f'folder holding {records.SWEEP_FILE}')
   try:
     sweep = _parse_json(_read_text(path))
   except _Unreadable as e:
@@ -203,15 +200,15 @@ def collect(workdir: str) -> dict[str, Any]:
   for point in sweep['points']:
     point_dir = os.path.join(workdir, point['name'])
     key = (point['values'][sweep['rows']], point['values'][sweep['cols']])
-    summary_path = os.path.join(point_dir, SUMMARY_FILE)
-    metrics_path = os.path.join(point_dir, METRICS_FILE)
+    summary_path = os.path.join(point_dir, records.SUMMARY_FILE)
+    metrics_path = os.path.join(point_dir, records.METRICS_FILE)
     if os.path.exists(summary_path):
       try:
         run_key, value = _read_summary(summary_path, sweep)
         if run_key[0] not in rows or run_key[1] not in cols:
           raise _Unreadable(f'its config has {sweep["rows"]}={run_key[0]}, '
                             f'{sweep["cols"]}={run_key[1]}, not in '
-                            f'{SWEEP_FILE}')
+                            f'{records.SWEEP_FILE}')
       except _Unreadable as e:
         _warn(summary_path, e, 'point counted as unreadable')
         cells[key]['points'] += 1
@@ -230,7 +227,7 @@ def collect(workdir: str) -> dict[str, Any]:
           _warn(metrics_path, e, 'its learning curve is left out')
     else:
       cells[key]['points'] += 1
-      if os.path.exists(os.path.join(point_dir, FAILED_FILE)):
+      if os.path.exists(os.path.join(point_dir, records.FAILED_FILE)):
         cells[key]['failed'] += 1
       else:
         cells[key]['missing'] += 1

@@ -37,9 +37,6 @@ from cnn_jax import parallel
 from cnn_jax import records
 from cnn_jax import validation
 
-CONFIG_FILE = 'config.json'
-METRICS_FILE = 'metrics.jsonl'
-SUMMARY_FILE = 'summary.json'
 CHECKPOINTS = 'checkpoints'
 EVENT_FILES = 'events.out.tfevents.*'
 # What a run may change when resumed: how it is evaluated, stored, compiled
@@ -76,12 +73,12 @@ def started_config(workdir: str) -> dict[str, Any] | None:
 
   Runs from before config.json existed kept theirs in summary.json only.
   """
-  for name in (CONFIG_FILE, SUMMARY_FILE):
+  for name in (records.CONFIG_FILE, records.SUMMARY_FILE):
     path = os.path.join(workdir, name)
     if os.path.exists(path):
       with open(path) as f:
         try:
-          return json.load(f)['config'] if name == SUMMARY_FILE else (
+          return json.load(f)['config'] if name == records.SUMMARY_FILE else (
               json.load(f))
         except (ValueError, KeyError):
           raise validation.ConfigError(
@@ -125,7 +122,8 @@ def check_resumable(workdir: str, config: ml_collections.ConfigDict) -> None:
 
 def clear(workdir: str) -> None:
   """Removes a run's files from `workdir`, for a run that starts over."""
-  for name in (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, 'error.txt'):
+  for name in (records.CONFIG_FILE, records.METRICS_FILE,
+               records.SUMMARY_FILE, records.FAILED_FILE):
     path = os.path.join(workdir, name)
     if os.path.exists(path):
       os.remove(path)
@@ -135,7 +133,7 @@ def clear(workdir: str) -> None:
 
 
 def read_summary(workdir: str) -> dict[str, Any] | None:
-  path = os.path.join(workdir, SUMMARY_FILE)
+  path = os.path.join(workdir, records.SUMMARY_FILE)
   if not os.path.exists(path):
     return None
   with open(path) as f:
@@ -171,8 +169,9 @@ def restore_variables(workdir: str, checkpoint: str = 'best'
   workdir = os.path.abspath(os.path.expanduser(workdir))
   started = started_config(workdir)
   if started is None:
-    raise RunFolderError(f'--workdir: {workdir} holds no run ({CONFIG_FILE} '
-                         f'is missing); give the folder a training run wrote')
+    raise RunFolderError(f'--workdir: {workdir} holds no run '
+                         f'({records.CONFIG_FILE} is missing); give the '
+                         f'folder a training run wrote')
   folder = os.path.join(workdir, CHECKPOINTS)
   manager = ocp.CheckpointManager(folder) if os.path.isdir(folder) else None
   step = manager and manager.latest_step()
@@ -249,7 +248,7 @@ class Run:
     self._writes = parallel.is_main_process()
     os.makedirs(self.workdir, exist_ok=True)
     if self._writes:
-      records.write_json(os.path.join(self.workdir, CONFIG_FILE),
+      records.write_json(os.path.join(self.workdir, records.CONFIG_FILE),
                          config.to_dict())
     self._manager = ocp.CheckpointManager(
         os.path.join(self.workdir, CHECKPOINTS),
@@ -264,7 +263,7 @@ class Run:
     self._earlier_wall_time = self.meta['wall_time_s']
     # This invocation's first epoch includes compiling the program.
     self._first_epoch = True
-    path = os.path.join(self.workdir, METRICS_FILE)
+    path = os.path.join(self.workdir, records.METRICS_FILE)
     # Lines written after the checkpoint being resumed are dropped.
     self.history = [r for r in records.read_json_lines(path)
                     if r['epoch'] <= self.epoch]
@@ -331,7 +330,7 @@ class Run:
       meta.update(target_epoch=epoch, time_to_target_s=meta['wall_time_s'])
     self.history.append(record)
     if self._writes:
-      records.write_json_lines(os.path.join(self.workdir, METRICS_FILE),
+      records.write_json_lines(os.path.join(self.workdir, records.METRICS_FILE),
                                self.history)
     self._events.write_epoch(epoch, steps, record)
     self._manager.save(epoch, args=ocp.args.Composite(
@@ -454,7 +453,8 @@ class Run:
 
   def _write_summary(self, summary: dict[str, Any]) -> None:
     if self._writes:
-      records.write_json(os.path.join(self.workdir, SUMMARY_FILE), summary)
+      records.write_json(os.path.join(self.workdir, records.SUMMARY_FILE),
+                         summary)
 
 
 def _variables(state: Any) -> dict[str, Any]:

@@ -44,8 +44,6 @@ from cnn_jax import validation
 
 FLAGS = flags.FLAGS
 
-SWEEP_FILE = 'sweep.json'
-FAILED_FILE = 'error.txt'
 
 
 class SweepError(errors.UserError):
@@ -269,7 +267,7 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
   writes = parallel.is_main_process()
   if writes:
     records.claim_folder(workdir)
-    records.write_json(os.path.join(workdir, SWEEP_FILE),
+    records.write_json(os.path.join(workdir, records.SWEEP_FILE),
                        dict(sweep, axes=labelled, points=listing))
   groups = (seed_groups({n: configs[n] for n in pending}, status)
             if vmap_seeds else [[n] for n in pending])
@@ -287,7 +285,7 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
       for name, summary in zip(group, summaries):
         status[name] = 'diverged' if summary['status'] == 'diverged' else (
             'done')
-        error_file = os.path.join(workdir, name, FAILED_FILE)
+        error_file = os.path.join(workdir, name, records.FAILED_FILE)
         if writes and os.path.exists(error_file):
           os.remove(error_file)
     except errors.UserError:
@@ -298,9 +296,10 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
         status[name] = 'failed'
         if writes:
           os.makedirs(os.path.join(workdir, name), exist_ok=True)
-          with open(os.path.join(workdir, name, FAILED_FILE), 'w') as f:
+          with open(os.path.join(workdir, name, records.FAILED_FILE), 'w') as f:
             f.write(traceback.format_exc())
-      logging.error('points %s failed; see %s', ', '.join(group), FAILED_FILE)
+      logging.error('points %s failed; see %s', ', '.join(group),
+                    records.FAILED_FILE)
     ran_seconds += time.time() - t0
     ran += len(group)
     left = sum(s in ('todo', 'partial') for s in status.values())
