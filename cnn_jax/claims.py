@@ -64,8 +64,8 @@ def _points(runs_dir: str) -> list[dict[str, Any]]:
   unfinished = [p['values'] for p in out if not p['summary']]
   if unfinished:
     raise ClaimError(f'{len(unfinished)} of {len(out)} points have no '
-                     f'summary.json yet, e.g. {unfinished[0]}; run the same '
-                     f'command again to train them')
+                     f'{records.SUMMARY_FILE} yet, e.g. {unfinished[0]}; '
+                     f'run the same command again to train them')
   return out
 
 
@@ -379,21 +379,25 @@ def _plot_init_scale(data: dict[str, Any], path: str) -> None:
   mean = lambda xs: np.mean(xs) if xs else np.nan
   lines = sorted({(g['batch_norm'], g['kernel_init_layers'])
                   for g in data['groups']}, key=lambda k: (not k[0], k[1]))
-  for i, (bn, scaled) in enumerate(lines):
+  # Colour: BatchNorm on or off; line style: which kernels are scaled.
+  styles = {'all': '-', 'conv': '--', 'dense': ':'}
+  for bn, scaled in lines:
+    color = 'C0' if bn else 'C1'
     groups = [g for g in data['groups']
               if (g['batch_norm'], g['kernel_init_layers']) == (bn, scaled)]
     for g in groups:
       losses = finite(g['first_epoch_loss'])
       axes[0].scatter([g['kernel_init_scale']] * len(g['test_accuracy']),
-                      g['test_accuracy'], s=14, color=f'C{i}')
+                      g['test_accuracy'], s=14, color=color)
       axes[1].scatter([g['kernel_init_scale']] * len(losses), losses, s=14,
-                      color=f'C{i}')
+                      color=color)
     scales = [g['kernel_init_scale'] for g in groups]
     label = f'BatchNorm {"on" if bn else "off"}, {scaled} kernels scaled'
     axes[0].plot(scales, [mean(g['test_accuracy']) for g in groups],
-                 color=f'C{i}', label=label)
+                 color=color, ls=styles[scaled], label=label)
     axes[1].plot(scales, [mean(finite(g['first_epoch_loss']))
-                          for g in groups], color=f'C{i}', label=label)
+                          for g in groups], color=color, ls=styles[scaled],
+                 label=label)
   for ax in axes:
     ax.set_xscale('log')
     ax.set_xlabel('initial kernel scale (x LeCun normal)')
@@ -453,7 +457,8 @@ def main(argv: list[str]) -> None:
         vmap_seeds=jax.default_backend() != 'cpu',
         start_over=FLAGS.start_over)
     if any(s == 'failed' for s in status.values()):
-      cli.fail('some points failed; see their error.txt', status=1)
+      cli.fail(f'some points failed; see their {records.FAILED_FILE}',
+               status=1)
     print(analyze(FLAGS.config, spec, workdir))
   except errors.UserError as e:
     cli.fail(str(e))

@@ -18,6 +18,7 @@ from cnn_jax import registry
 KERNEL_INIT_LAYERS = {'all': ('conv', 'dense'), 'conv': ('conv',),
                       'dense': ('dense',)}
 
+
 class CNN(nn.Module):
   """Conv stages with an optional BatchNorm, then one fully connected layer.
 

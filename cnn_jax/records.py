@@ -25,7 +25,8 @@ from cnn_jax import errors
 
 LOCK_FILE = '.lock'
 # The files of a run folder (run.py writes them) and of a sweep folder
-# (sweep.py); report, claims and evaluate read them by these names.
+# (sweep.py); report, claims, evaluate and benchmark read them by these
+# names.
 CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'
 SUMMARY_FILE = 'summary.json'

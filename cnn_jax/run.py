@@ -68,22 +68,39 @@ def _flat(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:
   return out
 
 
+def _with_added_fields(config: dict[str, Any]) -> dict[str, Any]:
+  """`config` with the ADDED_FIELDS it lacks, at the values it trained with."""
+  for field, value in ADDED_FIELDS.items():
+    *parents, leaf = field.split('.')
+    node = config
+    for part in parents:
+      node = node.setdefault(part, {})
+    node.setdefault(leaf, value)
+  return config
+
+
 def started_config(workdir: str) -> dict[str, Any] | None:
   """The config a run folder was last run with; None for a new folder.
 
-  Runs from before config.json existed kept theirs in summary.json only.
+  Runs from before config.json existed kept theirs in summary.json only;
+  runs from before a field existed get its ADDED_FIELDS value, so that
+  they resume and their weights load into today's model.
   """
   for name in (records.CONFIG_FILE, records.SUMMARY_FILE):
     path = os.path.join(workdir, name)
     if os.path.exists(path):
       with open(path) as f:
         try:
-          return json.load(f)['config'] if name == records.SUMMARY_FILE else (
-              json.load(f))
-        except (ValueError, KeyError):
+          config = json.load(f)
+          if name == records.SUMMARY_FILE:
+            config = config['config']
+          if not isinstance(config, dict):
+            raise ValueError(config)
+        except (ValueError, KeyError, TypeError):
           raise validation.ConfigError(
               f'{path} is unreadable; pass --start_over to train this run '
               f'again') from None
+      return _with_added_fields(config)
   return None
 
 
@@ -95,7 +112,7 @@ def config_changes(started: dict[str, Any],
   then continues exactly as a longer run would. A cosine schedule spans
   num_epochs, so there a new value would train something else.
   """
-  old, new = {**ADDED_FIELDS, **_flat(started)}, _flat(config.to_dict())
+  old, new = _flat(started), _flat(config.to_dict())
   changes = []
   for field in sorted(set(old) | set(new)):
     a, b = old.get(field), new.get(field)

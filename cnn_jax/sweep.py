@@ -45,7 +45,6 @@ from cnn_jax import validation
 FLAGS = flags.FLAGS
 
 
-
 class SweepError(errors.UserError):
   """A sweep spec or sweep folder that cannot be run as it is."""
 

@@ -84,6 +84,7 @@ def test_init_scale_counts_diverged_runs_and_reads_first_epoch_loss(
   config = _util.tiny_config()
   config.learning_rate = 1e6  # Drives every run to a non-finite loss.
   config.num_epochs = 2
+  config.model.kernel_init_layers = 'dense'
   table, data = _claim(
       tmp_path, {'model.batch_norm': [False],
                  'model.kernel_init_scale': [1.0], 'seed': [0]},
@@ -92,21 +93,22 @@ def test_init_scale_counts_diverged_runs_and_reads_first_epoch_loss(
   assert group['diverged'] == 1 and group['test_accuracy'] == []
   assert '1 of 1' in table
   # Not swept, so read from the config.
-  assert group['kernel_init_layers'] == 'all'
+  assert group['kernel_init_layers'] == 'dense'
 
 
-def test_init_scale_groups_by_the_scaled_kernels(tmp_path):
-  config = _util.tiny_config()
+def test_init_scale_groups_by_the_scaled_kernels_batch_norm_first(tmp_path):
   table, data = _claim(
-      tmp_path, {'model.kernel_init_layers': ['conv', 'dense'],
+      tmp_path, {'model.batch_norm': [False, True],
+                 'model.kernel_init_layers': ['dense', 'conv'],
                  'model.kernel_init_scale': [10.0], 'seed': [0]},
-      'init_scale', config, 'model.kernel_init_scale',
+      'init_scale', _util.tiny_config(), 'model.kernel_init_scale',
       'model.kernel_init_layers')
-  conv, dense = data['groups']
-  assert (conv['kernel_init_layers'], dense['kernel_init_layers']) == (
-      'conv', 'dense')
-  assert conv['first_epoch_loss'] != dense['first_epoch_loss']
-  assert '| on | conv | x10 |' in table and '| on | dense | x10 |' in table
+  groups = [(g['batch_norm'], g['kernel_init_layers']) for g in data['groups']]
+  assert groups == [(True, 'conv'), (True, 'dense'), (False, 'conv'),
+                    (False, 'dense')]
+  losses = [g['first_epoch_loss'] for g in data['groups']]
+  assert losses[0] != losses[1]  # The scaled kernels differ.
+  assert table.index('| on | conv | x10 |') < table.index('| off | dense |')
 
 
 def test_a_sweep_spec_without_an_analysis_is_refused(tmp_path):

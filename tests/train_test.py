@@ -420,6 +420,11 @@ def test_runs_from_before_a_field_existed_resume(tmp_path):
     del node[leaf]
   path.write_text(json.dumps(started))
   run_lib.check_resumable(str(tmp_path), config)  # Defaults: no change.
+  # Its weights load into today's model, which reads the new fields.
+  restored, variables, _ = run_lib.restore_variables(str(tmp_path))
+  assert restored.to_dict() == json.loads(json.dumps(config.to_dict()))
+  model = models.create_model(restored.model, bn_axis_name=None)
+  model.apply(variables, np.zeros((1, 28, 28, 1), np.float32), train=False)
   config.model.kernel_init_scale = 2.0
   with pytest.raises(validation.ConfigError,
                      match=r'model.kernel_init_scale \(1.0 there, 2.0 now'):
