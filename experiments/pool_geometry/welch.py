@@ -1,0 +1,50 @@
+"""The Welch tests for the 3x3-pooling table.
+
+  python experiments/pool_geometry/welch.py
+
+Two-sided Welch t-tests over the 3 seeds' test accuracies, read from the
+committed summary.json files; uncorrected for multiple comparisons. Within
+the 3x3 table: Gaussian against average pooling (they differ only in these
+windows) and max against average, per activation. Across geometries: each
+3x3 cell against the same cell of the 2x2 table
+(experiments/activation_pooling/gpu_20_epochs, trained on an H200, so
+device differences are part of that gap). A comparison whose cells lack
+points says how many it has.
+"""
+
+import glob
+import json
+import os
+
+import numpy as np
+from scipy import stats
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TABLES = {'3x3': os.path.join(HERE, 'runs'),
+          '2x2': os.path.join(HERE, '..', 'activation_pooling',
+                              'gpu_20_epochs', 'runs')}
+
+
+def accuracies(table: str, activation: str, pooling: str) -> np.ndarray:
+  pattern = os.path.join(TABLES[table], f'activation={activation},'
+                         f'pooling={pooling},seed=*', 'summary.json')
+  return np.array([json.load(open(p))['test_accuracy']
+                   for p in sorted(glob.glob(pattern))])
+
+
+def compare(a: tuple, b: tuple) -> None:
+  x, y = accuracies(*a), accuracies(*b)
+  name = lambda c: f'{c[0]} {c[1]:7s} {c[2]:8s}'
+  if len(x) < 3 or len(y) < 3:
+    print(f'{name(a)} - {name(b)}  n/a ({len(x)} and {len(y)} of 3 points)')
+    return
+  p = stats.ttest_ind(x, y, equal_var=False).pvalue
+  print(f'{name(a)} - {name(b)}  {x.mean() - y.mean():+.4f}  p = {p:.2g}')
+
+
+for act in ('relu', 'tanh', 'sigmoid'):
+  compare(('3x3', act, 'gaussian'), ('3x3', act, 'avg'))
+  compare(('3x3', act, 'max'), ('3x3', act, 'avg'))
+for act in ('relu', 'tanh', 'sigmoid'):
+  for pool in ('max', 'avg', 'l2', 'gaussian'):
+    compare(('3x3', act, pool), ('2x2', act, pool))
