@@ -52,3 +52,18 @@ def trained_run(tmp_path_factory):
   with tfds.testing.mock_data(num_examples=48):
     train.train_and_evaluate(config, str(workdir))
   return workdir
+
+
+@pytest.fixture(autouse=True)
+def release_compiled_programs():
+  """Frees the programs a test compiled once it ends.
+
+  Each XLA CPU executable holds its own memory mappings (about 50-200 for
+  a small training step, jax 0.10.2). A suite run that kept every program
+  alive in one process reached the kernel's vm.max_map_count (65,530 here)
+  in train_test.py and segfaulted inside the compiler. A later test that
+  needs the same program loads it from the persistent compilation cache.
+  """
+  yield
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.clear_caches()
