@@ -33,6 +33,7 @@ from cnn_jax import evaluate
 from cnn_jax import input_pipeline
 from cnn_jax import invariance
 from cnn_jax import records
+from cnn_jax import report
 from cnn_jax import run as run_lib
 from cnn_jax import sweep as sweep_lib
 
@@ -51,13 +52,15 @@ class ClaimError(errors.UserError):
 
 
 def _points(runs_dir: str) -> list[dict[str, Any]]:
-  """Each point of the sweep: its values, folder, summary and history."""
+  """Each point of the sweep: its values, folder, config, summary and
+  history."""
   with open(os.path.join(runs_dir, records.SWEEP_FILE)) as f:
     listing = json.load(f)['points']
   out = []
   for point in listing:
     folder = os.path.join(runs_dir, point['name'])
     out.append({'values': point['values'], 'folder': folder,
+                'config': run_lib.started_config(folder),
                 'summary': run_lib.read_summary(folder),
                 'history': records.read_json_lines(
                     os.path.join(folder, records.METRICS_FILE))})
@@ -69,18 +72,14 @@ def _points(runs_dir: str) -> list[dict[str, Any]]:
   return out
 
 
-def _groups(points: Sequence[dict[str, Any]], fields: Sequence[str],
-            config: ml_collections.ConfigDict | None = None
+def _groups(points: Sequence[dict[str, Any]], fields: Sequence[str]
             ) -> dict[tuple, list[dict[str, Any]]]:
-  """The points by their values of `fields`; a field the sweep does not
-  vary takes its value from the claim's `config`."""
+  """The points by their values of `fields`: the sweep's label where the
+  sweep varies a field, else the value the point was trained with."""
   def value(point, field):
     if field in point['values']:
       return point['values'][field]
-    node = config
-    for part in field.split('.'):
-      node = node[part]
-    return node
+    return report.config_field(point['config'], field)
   groups = collections.defaultdict(list)
   for p in points:
     groups[tuple(value(p, f) for f in fields)].append(p)
@@ -345,9 +344,10 @@ def init_scale(points: Sequence[dict[str, Any]], config: Any,
                out_dir: str) -> tuple[str, dict[str, Any]]:
   """Test accuracy, divergence and first-epoch loss per initial scale, with
   and without BatchNorm, and per set of scaled kernels (all, conv, dense)."""
+  del config
   fields = ('model.batch_norm', 'model.kernel_init_layers',
             'model.kernel_init_scale')
-  groups = _groups(points, fields, config)
+  groups = _groups(points, fields)
   data = {'groups': []}
   rows = []
   for (bn, scaled, scale), group in sorted(groups.items(), key=lambda kv: (

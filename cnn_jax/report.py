@@ -48,7 +48,8 @@ class _Unreadable(Exception):
   """One file is empty, corrupt or lacks a field; the message says which."""
 
 
-def _get(config: dict[str, Any], field: str) -> Any:
+def config_field(config: dict[str, Any], field: str) -> Any:
+  """config['model']['pooling'] for the field 'model.pooling'."""
   for part in field.split('.'):
     config = config[part]
   return config
@@ -153,7 +154,7 @@ def _read_summary(
     raise _Unreadable(f'unknown status {status}')
   try:
     # The run's own config is the truth about what it ran.
-    key = tuple(_get(summary['config'], sweep[k]) for k in ('rows', 'cols'))
+    key = tuple(config_field(summary['config'], sweep[k]) for k in ('rows', 'cols'))
   except (KeyError, TypeError):
     raise _Unreadable(f'its config lacks {sweep["rows"]} or '
                       f'{sweep["cols"]}') from None

@@ -23,6 +23,7 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 # The package's environment preamble (quiet TensorFlow, XLA options), before
 # any test module imports TensorFlow through TFDS.
 import cnn_jax  # pylint: disable=unused-import
+import jax
 import pytest
 
 
@@ -58,12 +59,11 @@ def trained_run(tmp_path_factory):
 def release_compiled_programs():
   """Frees the programs a test compiled once it ends.
 
-  Each XLA CPU executable holds its own memory mappings (about 50-200 for
-  a small training step, jax 0.10.2). A suite run that kept every program
-  alive in one process reached the kernel's vm.max_map_count (65,530 here)
-  in train_test.py and segfaulted inside the compiler. A later test that
-  needs the same program loads it from the persistent compilation cache.
+  Each XLA CPU executable holds its own memory mappings. A suite run that
+  kept every program alive in one process reached the kernel's
+  vm.max_map_count (65,530 here) in train_test.py and segfaulted inside the
+  compiler. A later test that needs the same program loads it from the
+  persistent compilation cache.
   """
   yield
-  import jax  # pylint: disable=g-import-not-at-top
   jax.clear_caches()
