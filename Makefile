@@ -10,7 +10,7 @@ ARGS ?=
 
 MANUAL_FLAG := $(if $(wildcard $(MANUAL_DIR)/train-images-idx3-ubyte.gz),--config.data.manual_dir=$(MANUAL_DIR),)
 
-.PHONY: setup train test benchmark clean
+.PHONY: setup train test benchmark gpu-carry clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,10 @@ train: setup
 BENCH_DIR ?=
 benchmark: setup
 	$(PY) -m cnn_jax.benchmark --workdir=$(BENCH_DIR) --manual_dir=$(MANUAL_DIR) $(ARGS)
+
+# What scripts/gpu_lease.sh carries to a lent GPU machine: .whl/ and .gpu/.
+gpu-carry: setup
+	MANUAL_DIR=$(MANUAL_DIR) PY=$(PY) bash scripts/gpu_carry.sh
 
 test: setup
 	CNN_JAX_MANUAL_DIR=$(MANUAL_DIR) $(PY) -m pytest tests

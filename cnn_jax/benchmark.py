@@ -130,7 +130,8 @@ def jax_step_timer(config: ml_collections.ConfigDict,
   return lambda: n / run(steps)
 
 
-def _torch(*args: str) -> dict[str, Any] | None:
+def _torch(*args: str, timeout: float | None = None
+           ) -> dict[str, Any] | None:
   """Runs cnn_jax.torch_reference in a fresh process; None without PyTorch."""
   try:
     import torch  # pylint: disable=g-import-not-at-top,unused-import
@@ -138,17 +139,28 @@ def _torch(*args: str) -> dict[str, Any] | None:
     logging.warning('PyTorch is not installed (pip install -e .[bench]); '
                     'its numbers are null')
     return None
-  out = _run([sys.executable, '-m', 'cnn_jax.torch_reference', *args,
-              f'--device={torch_device()}'])
-  return json.loads(out.stdout.strip().splitlines()[-1])
+  argv = [sys.executable, '-m', 'cnn_jax.torch_reference', *args,
+          f'--device={torch_device()}']
+  out = _run(argv, timeout)
+  try:
+    return json.loads(out.stdout.strip().splitlines()[-1])
+  except (IndexError, json.JSONDecodeError) as e:
+    raise SubprocessError(f'{" ".join(argv[1:4])} printed no JSON result '
+                          f'line ({e})') from None
 
 
 class SubprocessError(RuntimeError):
   """A timed subprocess failed; the message ends with its last stderr line."""
 
 
-def _run(argv: list[str]) -> subprocess.CompletedProcess:
-  out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+def _run(argv: list[str], timeout: float | None = None
+         ) -> subprocess.CompletedProcess:
+  try:
+    out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True,
+                         timeout=timeout)
+  except subprocess.TimeoutExpired:
+    raise SubprocessError(f'{" ".join(argv[1:4])} took over {timeout:.0f} s '
+                          'and was stopped') from None
   if out.returncode:
     last = (out.stderr.strip().splitlines() or ['(no output)'])[-1]
     raise SubprocessError(f'{" ".join(argv[1:3])} exited with status '
@@ -278,13 +290,19 @@ def _default_config() -> ml_collections.ConfigDict:
   return module.get_config()
 
 
+# torch.compile can hang or fail on a new GPU stack; it is an extra row, so
+# it is timed last and given a bounded time.
+COMPILE_TIMEOUT_S = 300
+
+
 def _torch_compiled(batch_size: int, steps: int, repeats: int,
                     threads: int) -> dict[str, Any] | None:
   """torch.compile's throughput; {'error': ...} where it does not work."""
   try:
     return _torch('throughput', f'--batch_size={batch_size}',
                   f'--steps={steps}', f'--repeats={repeats}',
-                  f'--threads={threads}', '--compile')
+                  f'--threads={threads}', '--compile',
+                  timeout=COMPILE_TIMEOUT_S)
   except SubprocessError as e:
     return {'error': str(e)}
 
@@ -325,20 +343,31 @@ def run_benchmark(workdir: str, manual_dir: str, *, data_dir: str = '',
                    for key in ('train_images_per_sec',
                                'step_only_images_per_sec')}
     torch_rates['torch_version'] = torch_rounds[0]['torch_version']
-
-  compiled = (_torch_compiled(batch_size, steps, repeats, threads)
-              if torch_compile and torch_rates else None)
+  # Logged as each result lands, so that a run cut short keeps them.
+  logging.info('throughput: JAX %.0f, PyTorch %s images/s', jax_rate,
+               _fmt(torch_rates.get('train_images_per_sec'), '.0f'))
 
   logging.info('time to %.2f test accuracy ...', target)
   jax_t90 = jax_time_to_target(os.path.abspath(fast_config), base.data,
                                target, os.path.join(workdir, 'time_to_target'))
   torch_t90 = torch_time_to_target(manual_dir, target, threads) or {}
+  logging.info('time to %.2f: JAX %.1f s (%s), PyTorch %s s (%s)', target,
+               jax_t90['seconds'], 'reached' if jax_t90['reached'] else
+               'not reached', _fmt(torch_t90.get('seconds'), '.1f'),
+               'reached' if torch_t90.get('reached') else 'not reached')
 
   logging.info('%d seeds in one program ...', num_seeds)
   seed_config = copy.deepcopy(base)
   seed_config.num_epochs = seed_epochs
   seeds = seeds_in_one_program(seed_config, num_seeds,
                                os.path.join(workdir, 'seeds'))
+  logging.info('%d seeds in one program: %.2fx', num_seeds, seeds['speedup'])
+
+  compiled = None
+  if torch_compile and torch_rates:
+    logging.info('torch.compile throughput ...')
+    compiled = _torch_compiled(batch_size, steps, repeats, threads)
+    logging.info('torch.compile: %s', compiled)
 
   jax_t = jax_t90['seconds'] if jax_t90['reached'] else None
   torch_t = torch_t90.get('seconds') if torch_t90.get('reached') else None

@@ -4,37 +4,54 @@
 #
 #   bash scripts/gpu_check.sh [OUT]      # from the repo root
 #
-#   OUT/devices.txt     what JAX and PyTorch see
-#   OUT/tests.txt       the backend-independent tests, run on the accelerator
+#   OUT/devices.txt     what JAX and PyTorch see, and the commit
 #   OUT/benchmark/      python -m cnn_jax.benchmark: JAX and PyTorch (eager,
 #                       torch.compile) on the same device
 #   OUT/default/        configs/default.py, 20 epochs, timed as a process
-#   OUT/timings.txt     each step's wall time
+#   OUT/tests.log       the backend-independent tests, run on the accelerator
 #   OUT/sweep/          with SWEEP=1: the 36-run activation x pooling sweep
+#   OUT/timings.txt     each step's exit status and wall time
+#   OUT/<step>.log      each step's output
 #
-# Needs the project installed with the accelerator's JAX (pip install -e
-# '.[cuda13,test,bench]'), the four Fashion-MNIST .gz files in MANUAL_DIR
-# (default ../shared/data/fashion_mnist; PyTorch reads them), and the dataset
-# prepared by TFDS in DATA_DIR, or only its decoded-split cache
+# The measurements come first and the tests last, so that a deadline
+# (DEADLINE_S: seconds for the whole script; each step is cut at it) takes
+# the least useful part. Needs the project's dependencies with the
+# accelerator's JAX, the four Fashion-MNIST .gz files in MANUAL_DIR (default
+# ../shared/data/fashion_mnist; PyTorch reads them), and the dataset prepared
+# by TFDS in DATA_DIR, or only its decoded-split cache
 # (DATA_DIR/fashion_mnist/3.0.1/cnn_jax_{train,test}.npz) where TensorFlow is
-# not installed. BENCH_ARGS and RUN_ARGS add flags, e.g. to shrink a trial
+# not installed. On a lent machine without network or TensorFlow,
+# scripts/gpu_lease.sh sets all this up. STEPS picks the steps (default
+# "benchmark default tests", plus sweep with SWEEP=1; STEPS=sweep for a
+# second call). BENCH_ARGS and RUN_ARGS add flags, e.g. to shrink a trial
 # run on a CPU.
 set -uo pipefail
 OUT=${1:-gpu_check/$(date +%Y%m%d-%H%M%S)}
-MANUAL_DIR=${MANUAL_DIR:-$(realpath ../shared/data/fashion_mnist)}
+MANUAL_DIR=${MANUAL_DIR:-$(realpath -m ../shared/data/fashion_mnist)}
 DATA_DIR=${DATA_DIR:-}
-PY=${PY:-python}
+PY=${PY:-python3}
+END=$(( $(date +%s) + ${DEADLINE_S:-100000} ))
+export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 OUT=$(realpath "$OUT")
+STEPS=${STEPS:-benchmark default tests}
+[ "${SWEEP:-0}" = 1 ] && STEPS="$STEPS sweep"
 status=0
 
-step() {  # name, command...: runs it, logs to OUT/name.log, times it
+step() {  # name, command...: runs it until the deadline, logs, times it
   local name=$1; shift
+  [[ " $STEPS " == *" $name "* ]] || return 0
+  local left=$(( END - $(date +%s) ))
+  if (( left < 20 )); then
+    echo "$name skipped: deadline" | tee -a "$OUT/timings.txt"; status=1
+    return
+  fi
   local start=$(date +%s.%N)
-  "$@" > "$OUT/$name.log" 2>&1
+  timeout "$left" "$@" > "$OUT/$name.log" 2>&1
   local rc=$?
-  printf '%-10s rc=%d %7.1f s\n' "$name" $rc \
-      "$(echo "$(date +%s.%N) - $start" | bc)" | tee -a "$OUT/timings.txt"
+  awk -v n="$name" -v rc=$rc -v a="$start" -v b="$(date +%s.%N)" \
+      'BEGIN { printf "%-10s rc=%d %7.1f s\n", n, rc, b - a }' \
+      | tee -a "$OUT/timings.txt"
   [ $rc = 0 ] || status=1
 }
 
@@ -47,29 +64,35 @@ try:
 except ImportError:
   print('torch not installed')
 PYEOF
-echo "commit $(git rev-parse HEAD 2>/dev/null || echo "${CNN_JAX_GIT_COMMIT:-unknown}")" >> "$OUT/devices.txt"
+echo "commit ${CNN_JAX_GIT_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}" \
+    >> "$OUT/devices.txt"
 
-# Tests that hold on any backend and one device: the layers (both sets),
-# the pools, the model, the registry, the scanned epoch against the loop.
-# (The rest of the suite assumes the two CPU devices conftest.py forces.)
-step tests env CNN_JAX_MANUAL_DIR="$MANUAL_DIR" $PY -m pytest -p no:cacheprovider \
-    tests/layers_test.py tests/pooling_test.py tests/registry_test.py \
-    tests/models_test.py \
-    "tests/train_test.py::test_the_scanned_epoch_takes_the_loops_parameters" \
-    -k "not over_the_mapped_axis"
-cp "$OUT/tests.log" "$OUT/tests.txt"
-
-step benchmark $PY -m cnn_jax.benchmark --workdir="$OUT/benchmark" \
+# PyTorch and a second JAX process (the time-to-target run) share the device
+# with the benchmark's own JAX process: each JAX process takes a third of
+# its memory instead of JAX's default three quarters.
+step benchmark env XLA_PYTHON_CLIENT_MEM_FRACTION=.3 \
+    $PY -m cnn_jax.benchmark --workdir="$OUT/benchmark" \
     --manual_dir="$MANUAL_DIR" --data_dir="$DATA_DIR" ${BENCH_ARGS:-}
 
 step default $PY -m cnn_jax.main --config=configs/default.py \
     --workdir="$OUT/default" --config.data.data_dir="$DATA_DIR" \
     --start_over ${RUN_ARGS:-}
 
-if [ "${SWEEP:-0}" = 1 ]; then
-  step sweep $PY -m cnn_jax.sweep \
-      --config=configs/sweeps/activation_pooling.py --workdir="$OUT/sweep/runs" \
-      --config.data.data_dir="$DATA_DIR" ${RUN_ARGS:-}
-fi
+# Tests that hold on any backend and one device: the layers (both sets),
+# the pools, the model, the registry, the scanned epoch against the loop.
+# (The rest of the suite assumes the two CPU devices conftest.py forces.)
+# They compare computations at float32 tolerances, so matmuls and convs run
+# at full float32 precision, not the TF32 JAX uses by default on recent
+# NVIDIA GPUs.
+step tests env CNN_JAX_MANUAL_DIR="$MANUAL_DIR" \
+    JAX_DEFAULT_MATMUL_PRECISION=highest $PY -m pytest -p no:cacheprovider \
+    tests/layers_test.py tests/pooling_test.py tests/registry_test.py \
+    tests/models_test.py \
+    "tests/train_test.py::test_the_scanned_epoch_takes_the_loops_parameters" \
+    -k "not over_the_mapped_axis"
+
+step sweep $PY -m cnn_jax.sweep \
+    --config=configs/sweeps/activation_pooling.py --workdir="$OUT/sweep/runs" \
+    --config.data.data_dir="$DATA_DIR" ${RUN_ARGS:-}
 echo "wrote $OUT"
 exit $status

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -32,6 +33,15 @@ def test_jax_step_timer_times_the_trainer_step():
 def test_failed_subprocess_names_its_reason():
   with pytest.raises(benchmark.SubprocessError, match='No module named'):
     benchmark._run([sys.executable, '-m', 'cnn_jax.no_such_module'])
+
+
+def test_a_hung_subprocess_is_stopped_and_named():
+  """torch.compile hanging on a GPU must not take the benchmark with it."""
+  t0 = time.perf_counter()
+  with pytest.raises(benchmark.SubprocessError, match='took over 1 s'):
+    benchmark._run([sys.executable, '-c', 'import time; time.sleep(60)'],
+                   timeout=1)
+  assert time.perf_counter() - t0 < 30
 
 
 def _result(**overrides):

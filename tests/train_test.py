@@ -14,7 +14,6 @@ import optax
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
-import tensorflow_datasets as tfds
 
 from cnn_jax import models
 from cnn_jax import parallel
@@ -22,6 +21,16 @@ from cnn_jax import run as run_lib
 from cnn_jax import train
 from cnn_jax import validation
 import _util
+
+
+def _mock_data():
+  """TFDS's random data for the tests that train through the pipeline.
+
+  Imported here, not at the top, so that this file's device-independent
+  tests collect on a GPU machine without TensorFlow (scripts/gpu_check.sh).
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return tfds.testing.mock_data(num_examples=48)
 
 
 def _state(model, lr=1e-3):
@@ -111,7 +120,7 @@ def test_eval_step_ignores_masked_examples():
 
 
 def _run(config, workdir, **kwargs):
-  with tfds.testing.mock_data(num_examples=48):
+  with _mock_data():
     return train.train_and_evaluate(config, workdir, **kwargs)
 
 
@@ -291,7 +300,7 @@ def test_seeds_in_one_program_match_runs_one_by_one(tmp_path):
   # Label smoothing pulls every loss towards the same floor, which would
   # hide how far apart the two seeds' runs end (the last check).
   config.label_smoothing = 0.0
-  with tfds.testing.mock_data(num_examples=48):
+  with _mock_data():
     together = train.train_seeds(config, [0, 3],
                                  [str(tmp_path / 'v0'), str(tmp_path / 'v3')])
     apart = []
@@ -323,7 +332,7 @@ def test_seeds_with_a_target_accuracy_are_refused(tmp_path):
 def test_seeds_at_different_epochs_are_refused(tmp_path):
   config = _util.tiny_config()
   _run(config, str(tmp_path / 'a'))
-  with tfds.testing.mock_data(num_examples=48):
+  with _mock_data():
     with pytest.raises(ValueError, match='different epochs'):
       train.train_seeds(config, [0, 1], [str(tmp_path / 'a'),
                                          str(tmp_path / 'b')])
@@ -467,7 +476,7 @@ def test_one_diverged_seed_leaves_the_others_as_they_would_be(tmp_path):
   config = _util.tiny_config()
   config.max_train_loss = float('inf')
   dirs = lambda name: [str(tmp_path / f'{name}{s}') for s in (0, 1)]
-  with tfds.testing.mock_data(num_examples=48):
+  with _mock_data():
     free = train.train_seeds(config, [0, 1], dirs('free'))
     losses = [_epoch_records(d)[0]['train_loss'] for d in dirs('free')]
     assert losses[0] != losses[1]

@@ -1,0 +1,36 @@
+#!/bin/bash
+# scripts/gpu_check.sh on a lent GPU machine with JAX and PyTorch but no
+# network, TensorFlow, ml_collections or tensorboardX, in one call of the
+# workplace's device tool, its results packed into the few files that come
+# back from $OUT. Prepare here with `make gpu-carry` (the two wheels in .whl/,
+# the decoded-split cache in .gpu/), then run, from the repo root there:
+#
+#   CNN_JAX_GIT_COMMIT=<commit> bash scripts/gpu_lease.sh
+#
+# with carry [".whl", ".gpu"] and timeout_s 600 (README, "On a GPU").
+# DEADLINE_S (default 500) bounds gpu_check.sh, leaving time to pack; extra
+# environment (SWEEP=1, BENCH_ARGS, RUN_ARGS) passes through to it.
+set -uo pipefail
+: "${OUT:?OUT: the folder whose files come back (the device tool sets it)}"
+WORK=${WORK:-/tmp/gpu_check}
+SITE=${SITE:-/tmp/site}
+
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+    --upgrade --target "$SITE" .whl/*.whl || exit 1
+export PYTHONPATH=$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}
+# The IDX files PyTorch reads, rebuilt from the cache (see the script).
+python3 scripts/idx_from_cache.py .gpu/tfds "$WORK-idx" || exit 1
+
+DEADLINE_S=${DEADLINE_S:-500} DATA_DIR=$PWD/.gpu/tfds MANUAL_DIR=$WORK-idx \
+    bash scripts/gpu_check.sh "$WORK"
+rc=$?
+
+# What comes back: at most 8 files, at most two folders down, plain names.
+cp "$WORK/timings.txt" "$WORK/devices.txt" "$OUT/"
+cp "$WORK/benchmark/benchmark.md" "$OUT/" 2>/dev/null
+tar czf "$OUT/gpu_check.tar.gz" --exclude=checkpoints \
+    --exclude='events.out.tfevents*' -C "$(dirname "$WORK")" \
+    "$(basename "$WORK")"
+cat "$OUT/devices.txt" "$OUT/timings.txt"
+tail -n 4 "$WORK"/*.log
+exit $rc

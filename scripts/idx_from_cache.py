@@ -1,0 +1,60 @@
+"""Writes the four Fashion-MNIST IDX .gz files from the decoded-split cache.
+
+  python scripts/idx_from_cache.py DATA_DIR OUT_DIR
+
+For a lent GPU machine (scripts/gpu_lease.sh): the seed's PyTorch model
+reads the IDX files, but the cache (about 53 MiB) and the .gz files (about
+29 MiB) together exceed what may be carried there, and the cache alone is
+what the JAX runs need without TensorFlow. The pixels and labels are the
+ones TFDS decoded and verified; only the order differs from the original
+files (TFDS's), which PyTorch's shuffled training does not see.
+"""
+
+import gzip
+import os
+import struct
+import sys
+
+import ml_collections
+import numpy as np
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
+sys.path.insert(0, ROOT)
+
+from cnn_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+
+# IDX magic: 0x08 (unsigned bytes) in the third byte, the rank in the fourth.
+_UBYTE = 0x0800
+PREFIX = {'train': 'train', 'test': 't10k'}
+
+
+def write_idx(path: str, array: np.ndarray) -> None:
+  header = struct.pack('>I', _UBYTE | array.ndim) + struct.pack(
+      f'>{array.ndim}I', *array.shape)
+  tmp = path + '.tmp'
+  with gzip.open(tmp, 'wb', compresslevel=1) as f:
+    f.write(header + np.ascontiguousarray(array, np.uint8).tobytes())
+  os.replace(tmp, path)
+
+
+def main(data_dir: str, out_dir: str) -> None:
+  folder = input_pipeline.find_cache(ml_collections.ConfigDict(
+      {'data_dir': data_dir, 'dataset': 'fashion_mnist'}))
+  if folder is None:
+    sys.exit(f'error: {data_dir} holds no decoded-split cache '
+             f'(<dataset>/<version>/{input_pipeline.CACHE_FILE})')
+  os.makedirs(out_dir, exist_ok=True)
+  for split, prefix in PREFIX.items():
+    with np.load(os.path.join(
+        folder, input_pipeline.CACHE_FILE.format(split=split))) as cached:
+      write_idx(os.path.join(out_dir, f'{prefix}-images-idx3-ubyte.gz'),
+                cached['image'][..., 0])
+      write_idx(os.path.join(out_dir, f'{prefix}-labels-idx1-ubyte.gz'),
+                cached['label'])
+  print(f'wrote {out_dir} from {folder}')
+
+
+if __name__ == '__main__':
+  if len(sys.argv) != 3:
+    sys.exit('usage: python scripts/idx_from_cache.py DATA_DIR OUT_DIR')
+  main(*sys.argv[1:])
