@@ -1,0 +1,37 @@
+#!/bin/bash
+# scripts/gpu_lease.sh on this CPU, as the lent GPU machine would run it,
+# before spending device time on it (make gpu-carry first):
+#
+#   bash scripts/gpu_lease_dry_run.sh [DIR]     # default /tmp/gpu_lease_dry_run
+#
+# DIR/repo gets the committed tree (git archive HEAD) plus .whl/ and .gpu/,
+# as the device tool sends it; TensorFlow, TFDS, ml_collections and
+# tensorboardX are made unimportable except through the carried wheels; the
+# benchmark and the default run are shrunk to minutes. Prints what would
+# come back ($OUT = DIR/out) and fails unless every step exited 0.
+set -euo pipefail
+DIR=$(realpath -m "${1:-/tmp/gpu_lease_dry_run}")
+ROOT=$(git rev-parse --show-toplevel)
+[ -d "$ROOT/.whl" ] && [ -d "$ROOT/.gpu" ] || {
+  echo 'error: .whl/ and .gpu/ are missing: run make gpu-carry first' >&2
+  exit 2
+}
+rm -rf "$DIR"
+mkdir -p "$DIR/repo" "$DIR/out" "$DIR/block"
+git -C "$ROOT" archive HEAD | tar x -C "$DIR/repo"
+cp -r "$ROOT/.whl" "$ROOT/.gpu" "$DIR/repo/"
+du -sh "$DIR/repo"  # What travels; the device tool takes at most 64 MiB.
+for m in tensorflow tensorflow_datasets ml_collections tensorboardX; do
+  mkdir -p "$DIR/block/$m"
+  echo "raise ImportError('$m: not on the GPU image')" \
+      > "$DIR/block/$m/__init__.py"
+done
+
+cd "$DIR/repo"
+PATH=$ROOT/.venv/bin:$PATH PYTHONPATH=$DIR/block OUT=$DIR/out \
+    WORK=$DIR/gpu_check SITE=$DIR/site DEADLINE_S=${DEADLINE_S:-1500} \
+    CNN_JAX_GIT_COMMIT=$(git -C "$ROOT" rev-parse HEAD) \
+    BENCH_ARGS='--steps=5 --repeats=1 --rounds=1 --target=0.5 --num_seeds=2 --seed_epochs=1' \
+    RUN_ARGS='--config.num_epochs=1 --config.data.num_train_examples=2000' \
+    bash scripts/gpu_lease.sh
+ls -la "$DIR/out"
