@@ -163,7 +163,7 @@ def _run(argv: list[str], timeout: float | None = None
                           'and was stopped') from None
   if out.returncode:
     last = (out.stderr.strip().splitlines() or ['(no output)'])[-1]
-    raise SubprocessError(f'{" ".join(argv[1:3])} exited with status '
+    raise SubprocessError(f'{" ".join(argv[1:4])} exited with status '
                           f'{out.returncode}: {last}')
   return out
 
@@ -292,7 +292,7 @@ def _default_config() -> ml_collections.ConfigDict:
 
 # torch.compile can hang or fail on a new GPU stack; it is an extra row, so
 # it is timed last and given a bounded time.
-COMPILE_TIMEOUT_S = 300
+COMPILE_TIMEOUT_S = 180
 
 
 def _torch_compiled(batch_size: int, steps: int, repeats: int,

@@ -2,35 +2,43 @@
 # Prepares, on this machine, what scripts/gpu_lease.sh needs on a lent GPU
 # machine that has no network or TensorFlow (`make gpu-carry` runs it):
 #
-#   .whl/   the pure-Python wheels of ml_collections and tensorboardX, at the
-#           versions installed here (that machine's image lacks both)
+#   .whl/   the wheels of ml_collections and tensorboardX at the versions
+#           installed here (that machine's image lacks both; both are pure
+#           Python, so a wheel from here installs under its Python 3.12)
 #   .gpu/   the decoded-split cache of Fashion-MNIST, written here after TFDS
 #           has prepared and verified the data (about 53 MiB)
 #
 # Both folders are git-ignored; the device tool's call names them in carry.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 DATA_DIR=${DATA_DIR:-workdirs/tfds}
 MANUAL_DIR=${MANUAL_DIR:-$(realpath -m ../shared/data/fashion_mnist)}
 
-rm -rf .whl .gpu
-mkdir -p .whl
+rm -rf .whl.new .gpu.new
+mkdir -p .whl.new
 for pkg in ml_collections tensorboardX; do
   version=$($PY -c "import importlib.metadata as m; print(m.version('$pkg'))")
-  $PY -m pip download -q --no-deps --only-binary=:all: -d .whl "$pkg==$version"
+  $PY -m pip download -q --no-deps --only-binary=:all: -d .whl.new \
+      "$pkg==$version"
 done
+ls .whl.new/*-py3-none-any.whl > /dev/null  # Pure Python, or stop here.
 
-cache=$($PY - "$DATA_DIR" "$MANUAL_DIR" <<'PYEOF'
-import sys
+$PY - "$DATA_DIR" "$MANUAL_DIR" .gpu.new/tfds <<'PYEOF'
+import os, shutil, sys
 from configs import default
 from cnn_jax import input_pipeline
 config = default.get_config().data
-config.data_dir, config.manual_dir = sys.argv[1:]
+config.data_dir, config.manual_dir, dest = sys.argv[1:]
 input_pipeline.load_splits(config)  # Prepares through TFDS and caches.
-print(input_pipeline.find_cache(config))
+folder = input_pipeline.find_cache(config)
+dest = os.path.join(dest, config.dataset, os.path.basename(folder))
+os.makedirs(dest)
+for split in ('train', 'test'):
+  shutil.copy(os.path.join(folder, input_pipeline.CACHE_FILE.format(
+      split=split)), dest)
 PYEOF
-)
-dest=.gpu/tfds/fashion_mnist/$(basename "$cache")
-mkdir -p "$dest"
-cp "$cache"/cnn_jax_*.npz "$dest/"
+rm -rf .whl .gpu
+mv .whl.new .whl
+mv .gpu.new .gpu
 du -sh .whl .gpu

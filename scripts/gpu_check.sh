@@ -9,45 +9,53 @@
 #                       torch.compile) on the same device
 #   OUT/default/        configs/default.py, 20 epochs, timed as a process
 #   OUT/tests.log       the backend-independent tests, run on the accelerator
-#   OUT/sweep/          with SWEEP=1: the 36-run activation x pooling sweep
+#   OUT/sweep/          step sweep: the 36-run activation x pooling sweep
 #   OUT/timings.txt     each step's exit status and wall time
 #   OUT/<step>.log      each step's output
 #
-# The measurements come first and the tests last, so that a deadline
-# (DEADLINE_S: seconds for the whole script; each step is cut at it) takes
-# the least useful part. Needs the project's dependencies with the
-# accelerator's JAX, the four Fashion-MNIST .gz files in MANUAL_DIR (default
-# ../shared/data/fashion_mnist; PyTorch reads them), and the dataset prepared
-# by TFDS in DATA_DIR, or only its decoded-split cache
-# (DATA_DIR/fashion_mnist/3.0.1/cnn_jax_{train,test}.npz) where TensorFlow is
-# not installed. On a lent machine without network or TensorFlow,
-# scripts/gpu_lease.sh sets all this up. STEPS picks the steps (default
-# "benchmark default tests", plus sweep with SWEEP=1; STEPS=sweep for a
-# second call). BENCH_ARGS and RUN_ARGS add flags, e.g. to shrink a trial
-# run on a CPU.
+# STEPS picks the steps, in this order: benchmark, default, tests (the
+# default), sweep. The measurements come before the tests, so that a
+# deadline (DEADLINE_S: seconds for the whole script; each step is cut at
+# it) takes the least useful part. Needs the project installed with the
+# accelerator's JAX (pip install -e '.[cuda13,test,bench]'), the four
+# Fashion-MNIST .gz files in MANUAL_DIR (default ../shared/data/fashion_mnist;
+# PyTorch reads them), and the dataset prepared by TFDS in DATA_DIR, or only
+# its decoded-split cache (DATA_DIR/fashion_mnist/3.0.1/cnn_jax_{train,test}.npz)
+# where TensorFlow is not installed. On a lent machine without network or
+# TensorFlow, scripts/gpu_lease.sh sets all this up. BENCH_ARGS and RUN_ARGS
+# add flags, e.g. to shrink a trial run on a CPU.
 set -uo pipefail
-OUT=${1:-gpu_check/$(date +%Y%m%d-%H%M%S)}
+OUT=${1:-workdirs/gpu_check/$(date +%Y%m%d-%H%M%S)}
 MANUAL_DIR=${MANUAL_DIR:-$(realpath -m ../shared/data/fashion_mnist)}
 DATA_DIR=${DATA_DIR:-}
 PY=${PY:-python3}
-END=$(( $(date +%s) + ${DEADLINE_S:-100000} ))
+STEPS=${STEPS:-benchmark default tests}
+for name in $STEPS; do
+  case $name in benchmark|default|tests|sweep) ;;
+    *) echo "error: STEPS: unknown step '$name'; allowed: benchmark default tests sweep" >&2
+       exit 2 ;;
+  esac
+done
+END=$(( $(date +%s) + ${DEADLINE_S:-0} ))
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 OUT=$(realpath "$OUT")
-STEPS=${STEPS:-benchmark default tests}
-[ "${SWEEP:-0}" = 1 ] && STEPS="$STEPS sweep"
 status=0
 
-step() {  # name, command...: runs it until the deadline, logs, times it
+step() {  # name, command...: runs it (until the deadline), logs, times it
   local name=$1; shift
   [[ " $STEPS " == *" $name "* ]] || return 0
-  local left=$(( END - $(date +%s) ))
-  if (( left < 20 )); then
-    echo "$name skipped: deadline" | tee -a "$OUT/timings.txt"; status=1
-    return
+  local limit=()
+  if [ -n "${DEADLINE_S:-}" ]; then
+    local left=$(( END - $(date +%s) ))
+    if (( left < 20 )); then
+      echo "$name skipped: deadline" | tee -a "$OUT/timings.txt"; status=1
+      return
+    fi
+    limit=(timeout -k 15 "$left")
   fi
   local start=$(date +%s.%N)
-  timeout "$left" "$@" > "$OUT/$name.log" 2>&1
+  ${limit[@]+"${limit[@]}"} "$@" > "$OUT/$name.log" 2>&1
   local rc=$?
   awk -v n="$name" -v rc=$rc -v a="$start" -v b="$(date +%s.%N)" \
       'BEGIN { printf "%-10s rc=%d %7.1f s\n", n, rc, b - a }' \
@@ -55,7 +63,9 @@ step() {  # name, command...: runs it until the deadline, logs, times it
   [ $rc = 0 ] || status=1
 }
 
-$PY - > "$OUT/devices.txt" 2>&1 <<'PYEOF'
+# Bounded: a new GPU stack can hang at start-up, and nothing else has a
+# deadline yet.
+timeout -k 5 120 $PY - > "$OUT/devices.txt" 2>&1 <<'PYEOF'
 import jax
 print('jax', jax.__version__, jax.default_backend(), jax.devices())
 try:
@@ -68,8 +78,8 @@ echo "commit ${CNN_JAX_GIT_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unkn
     >> "$OUT/devices.txt"
 
 # PyTorch and a second JAX process (the time-to-target run) share the device
-# with the benchmark's own JAX process: each JAX process takes a third of
-# its memory instead of JAX's default three quarters.
+# with the benchmark's own JAX process: each JAX process takes 30% of its
+# memory instead of JAX's default 75%.
 step benchmark env XLA_PYTHON_CLIENT_MEM_FRACTION=.3 \
     $PY -m cnn_jax.benchmark --workdir="$OUT/benchmark" \
     --manual_dir="$MANUAL_DIR" --data_dir="$DATA_DIR" ${BENCH_ARGS:-}

@@ -29,6 +29,9 @@ PREFIX = {'train': 'train', 'test': 't10k'}
 
 
 def write_idx(path: str, array: np.ndarray) -> None:
+  """One IDX file, gzipped, written whole or not at all."""
+  if array.dtype != np.uint8 and (array.min() < 0 or array.max() > 255):
+    raise ValueError(f'{path}: values outside 0..255')
   header = struct.pack('>I', _UBYTE | array.ndim) + struct.pack(
       f'>{array.ndim}I', *array.shape)
   tmp = path + '.tmp'
@@ -38,6 +41,7 @@ def write_idx(path: str, array: np.ndarray) -> None:
 
 
 def main(data_dir: str, out_dir: str) -> None:
+  """The train and test splits of DATA_DIR's cache as IDX files in OUT_DIR."""
   folder = input_pipeline.find_cache(ml_collections.ConfigDict(
       {'data_dir': data_dir, 'dataset': 'fashion_mnist'}))
   if folder is None:

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine: the full-length (20-epoch) ablation sweeps
 # and the default recipe over 3 seeds, under a deadline, results to $OUT.
+# A record of the run at commit 9d5497e: later code also needs the
+# tensorboardX wheel; scripts/gpu_carry.sh and scripts/gpu_lease.sh are the
+# current way to run on such a machine.
 #
 # The machine has JAX with CUDA but no TensorFlow, TFDS or ml_collections, so
 # the caller carries ml_collections as a wheel (.whl/) and the decoded-split
