@@ -108,6 +108,7 @@ def _tfds_data_dir(data_dir: str) -> str:
 
 def _writable(folder: str) -> bool:
   """Whether `folder`, or the nearest existing folder above it, is writable."""
+  folder = os.path.abspath(folder)  # A relative path's top is the cwd.
   while not os.path.exists(folder):
     parent = os.path.dirname(folder)
     if parent == folder:

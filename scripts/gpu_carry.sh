@@ -16,6 +16,7 @@ DATA_DIR=${DATA_DIR:-workdirs/tfds}
 MANUAL_DIR=${MANUAL_DIR:-$(realpath -m ../shared/data/fashion_mnist)}
 
 rm -rf .whl.new .gpu.new
+trap 'rm -rf .whl.new .gpu.new' EXIT  # Nothing half-written stays behind.
 mkdir -p .whl.new
 for pkg in ml_collections tensorboardX; do
   version=$($PY -c "import importlib.metadata as m; print(m.version('$pkg'))")
@@ -27,10 +28,14 @@ ls .whl.new/*-py3-none-any.whl > /dev/null  # Pure Python, or stop here.
 $PY - "$DATA_DIR" "$MANUAL_DIR" .gpu.new/tfds <<'PYEOF'
 import os, shutil, sys
 from configs import default
+from cnn_jax import errors
 from cnn_jax import input_pipeline
 config = default.get_config().data
 config.data_dir, config.manual_dir, dest = sys.argv[1:]
-input_pipeline.load_splits(config)  # Prepares through TFDS and caches.
+try:
+  input_pipeline.load_splits(config)  # Prepares through TFDS and caches.
+except errors.UserError as e:
+  sys.exit(f'error: {e}')
 folder = input_pipeline.find_cache(config)
 dest = os.path.join(dest, config.dataset, os.path.basename(folder))
 os.makedirs(dest)

@@ -153,3 +153,11 @@ def test_an_unwritable_data_dir_is_named():
                      match='config.data.data_dir: cannot write in /sys/tfds '
                            'to prepare fashion_mnist; choose a writable'):
     input_pipeline.load_splits(config)
+
+
+def test_a_relative_data_dir_not_made_yet_counts_as_writable(
+    tmp_path, monkeypatch):
+  """`--config.data.data_dir=workdirs/tfds` in a fresh clone: TFDS makes it."""
+  monkeypatch.chdir(tmp_path)
+  assert input_pipeline._writable('workdirs/tfds')
+  assert not input_pipeline._writable('/sys/tfds')
