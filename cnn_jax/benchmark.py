@@ -150,7 +150,8 @@ def _torch(*args: str, timeout: float | None = None
 
 
 class SubprocessError(RuntimeError):
-  """A timed subprocess failed; the message ends with its last stderr line."""
+  """A timed subprocess failed, timed out or printed no result; the message
+  says which (a failure ends with its last stderr line)."""
 
 
 def _run(argv: list[str], timeout: float | None = None

@@ -154,7 +154,8 @@ def _read_summary(
     raise _Unreadable(f'unknown status {status}')
   try:
     # The run's own config is the truth about what it ran.
-    key = tuple(config_field(summary['config'], sweep[k]) for k in ('rows', 'cols'))
+    key = tuple(config_field(summary['config'], sweep[k])
+                for k in ('rows', 'cols'))
   except (KeyError, TypeError):
     raise _Unreadable(f'its config lacks {sweep["rows"]} or '
                       f'{sweep["cols"]}') from None
