@@ -8,15 +8,17 @@
 #   OUT/benchmark/      python -m cnn_jax.benchmark: JAX and PyTorch (eager,
 #                       torch.compile) on the same device
 #   OUT/default/        configs/default.py, 20 epochs, timed as a process
-#   OUT/tests.log       the backend-independent tests, run on the accelerator
 #   OUT/sweep/          step sweep: the 36-run activation x pooling sweep
+#   OUT/tests.log       the backend-independent tests, run on the accelerator
 #   OUT/timings.txt     each step's exit status and wall time
 #   OUT/<step>.log      each step's output
 #
-# STEPS picks the steps, in this order: benchmark, default, tests (the
-# default), sweep. The measurements come before the tests, so that a
-# deadline (DEADLINE_S: seconds for the whole script; each step is cut at
-# it) takes the least useful part. Needs the project installed with the
+# STEPS picks the steps, run in this order: benchmark, default, sweep,
+# tests (default: all but sweep). The measurements come before the tests, so
+# that a deadline (DEADLINE_S: seconds for the whole script; each step is
+# cut at it) takes the least useful part. SWEEP_LIMIT_S cuts the sweep
+# sooner: past its 90 s target, its time says only that it missed, and the
+# tests after it keep theirs. Needs the project installed with the
 # accelerator's JAX (pip install -e '.[cuda13,test,bench]'), the four
 # Fashion-MNIST .gz files in MANUAL_DIR (default ../shared/data/fashion_mnist;
 # PyTorch reads them), and the dataset prepared by TFDS in DATA_DIR, or only
@@ -30,9 +32,13 @@ MANUAL_DIR=${MANUAL_DIR:-$(realpath -m ../shared/data/fashion_mnist)}
 DATA_DIR=${DATA_DIR:-}
 PY=${PY:-python3}
 STEPS=${STEPS:-benchmark default tests}
+if [[ -n ${SWEEP_LIMIT_S:-} && ! ${SWEEP_LIMIT_S} =~ ^[1-9][0-9]*$ ]]; then
+  echo "error: SWEEP_LIMIT_S: a whole number of seconds > 0; got '$SWEEP_LIMIT_S'" >&2
+  exit 2
+fi
 for name in $STEPS; do
-  case $name in benchmark|default|tests|sweep) ;;
-    *) echo "error: STEPS: unknown step '$name'; allowed: benchmark default tests sweep" >&2
+  case $name in benchmark|default|sweep|tests) ;;
+    *) echo "error: STEPS: unknown step '$name'; allowed: benchmark default sweep tests" >&2
        exit 2 ;;
   esac
 done
@@ -42,18 +48,20 @@ mkdir -p "$OUT"
 OUT=$(realpath "$OUT")
 status=0
 
-step() {  # name, command...: runs it (until the deadline), logs, times it
-  local name=$1; shift
+step() {  # name, limit (s, or ''), command...: runs it (until the limit or
+          # the deadline), logs, times it
+  local name=$1 left=$2; shift 2
   [[ " $STEPS " == *" $name "* ]] || return 0
   local limit=()
   if [ -n "${DEADLINE_S:-}" ]; then
-    local left=$(( END - $(date +%s) ))
-    if (( left < 20 )); then
+    local to_deadline=$(( END - $(date +%s) ))
+    if (( to_deadline < 20 )); then
       echo "$name skipped: deadline" | tee -a "$OUT/timings.txt"; status=1
       return
     fi
-    limit=(timeout -k 15 "$left")
+    if [ -z "$left" ] || (( to_deadline < left )); then left=$to_deadline; fi
   fi
+  [ -n "$left" ] && limit=(timeout -k 15 "$left")
   local start=$(date +%s.%N)
   ${limit[@]+"${limit[@]}"} "$@" > "$OUT/$name.log" 2>&1
   local rc=$?
@@ -80,13 +88,17 @@ echo "commit ${CNN_JAX_GIT_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unkn
 # PyTorch and a second JAX process (the time-to-target run) share the device
 # with the benchmark's own JAX process: each JAX process takes 30% of its
 # memory instead of JAX's default 75%.
-step benchmark env XLA_PYTHON_CLIENT_MEM_FRACTION=.3 \
+step benchmark '' env XLA_PYTHON_CLIENT_MEM_FRACTION=.3 \
     $PY -m cnn_jax.benchmark --workdir="$OUT/benchmark" \
     --manual_dir="$MANUAL_DIR" --data_dir="$DATA_DIR" ${BENCH_ARGS:-}
 
-step default $PY -m cnn_jax.main --config=configs/default.py \
+step default '' $PY -m cnn_jax.main --config=configs/default.py \
     --workdir="$OUT/default" --config.data.data_dir="$DATA_DIR" \
     --start_over ${RUN_ARGS:-}
+
+step sweep "${SWEEP_LIMIT_S:-}" $PY -m cnn_jax.sweep \
+    --config=configs/sweeps/activation_pooling.py --workdir="$OUT/sweep/runs" \
+    --config.data.data_dir="$DATA_DIR" ${RUN_ARGS:-}
 
 # Tests that hold on any backend and one device: the layers (both sets),
 # the pools, the model, the registry, the scanned epoch against the loop.
@@ -94,15 +106,11 @@ step default $PY -m cnn_jax.main --config=configs/default.py \
 # They compare computations at float32 tolerances, so matmuls and convs run
 # at full float32 precision, not the TF32 JAX uses by default on recent
 # NVIDIA GPUs.
-step tests env CNN_JAX_MANUAL_DIR="$MANUAL_DIR" \
+step tests '' env CNN_JAX_MANUAL_DIR="$MANUAL_DIR" \
     JAX_DEFAULT_MATMUL_PRECISION=highest $PY -m pytest -p no:cacheprovider \
     tests/layers_test.py tests/pooling_test.py tests/registry_test.py \
     tests/models_test.py \
     "tests/train_test.py::test_the_scanned_epoch_takes_the_loops_parameters" \
     -k "not over_the_mapped_axis"
-
-step sweep $PY -m cnn_jax.sweep \
-    --config=configs/sweeps/activation_pooling.py --workdir="$OUT/sweep/runs" \
-    --config.data.data_dir="$DATA_DIR" ${RUN_ARGS:-}
 echo "wrote $OUT"
 exit $status

@@ -11,7 +11,10 @@
 # with carry [".whl", ".gpu"] and timeout_s 600 (README: "On this
 # workplace's lent GPU machine"). DEADLINE_S (default 480) bounds
 # gpu_check.sh: keep it about 100 s under the call's limit, which is what is
-# packed and sent back. STEPS, BENCH_ARGS and RUN_ARGS pass through to it.
+# packed and sent back. STEPS (here by default all four: a session's device
+# time rarely allows a second call) and SWEEP_LIMIT_S (default 120: the
+# sweep's target is 90 s, and the tests come after it) pass through to it,
+# as do BENCH_ARGS and RUN_ARGS.
 set -uo pipefail
 : "${OUT:?OUT: the folder whose files come back (the device tool sets it)}"
 WORK=${WORK:-/tmp/gpu_check}
@@ -24,7 +27,9 @@ export PYTHONPATH=$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}
 # The IDX files PyTorch reads, rebuilt from the cache (see the script).
 python3 scripts/idx_from_cache.py .gpu/tfds "$WORK-idx" || exit 1
 
-DEADLINE_S=${DEADLINE_S:-480} DATA_DIR=$PWD/.gpu/tfds MANUAL_DIR=$WORK-idx \
+STEPS=${STEPS:-benchmark default sweep tests} \
+    SWEEP_LIMIT_S=${SWEEP_LIMIT_S:-120} \
+    DEADLINE_S=${DEADLINE_S:-480} DATA_DIR=$PWD/.gpu/tfds MANUAL_DIR=$WORK-idx \
     bash scripts/gpu_check.sh "$WORK"
 rc=$?
 

@@ -7,10 +7,12 @@
 # DIR/repo gets the committed tree (git archive HEAD) plus .whl/ and .gpu/,
 # as the device tool sends them; TensorFlow, TFDS, ml_collections and
 # tensorboardX are made unimportable except through the carried wheels; the
-# benchmark and the default run are shrunk to minutes. It fails unless every
-# step exited 0 and what would come back ($OUT = DIR/out) fits the tool's
-# limits. What it cannot see: the GPU image's Python 3.12 and JAX 0.11, and
-# torch.compile, which the benchmark runs on a GPU only.
+# benchmark, the default run and the sweep are shrunk to minutes (the sweep,
+# one run at a time on a CPU, gets SWEEP_LIMIT_S=900 instead of the lease's
+# 120). It fails unless every step exited 0 and what would come back
+# ($OUT = DIR/out) fits the tool's limits. What it cannot see: the GPU
+# image's Python 3.12 and JAX 0.11, and torch.compile, which the benchmark
+# runs on a GPU only.
 set -euo pipefail
 DIR=$(realpath -m "${1:-/tmp/gpu_lease_dry_run}")
 ROOT=$(git rev-parse --show-toplevel)
@@ -37,7 +39,8 @@ done
 cd "$DIR/repo"
 rc=0
 PATH=$ROOT/.venv/bin:$PATH PYTHONPATH=$DIR/block OUT=$DIR/out \
-    WORK=$DIR/gpu_check SITE=$DIR/site DEADLINE_S=${DEADLINE_S:-1500} \
+    WORK=$DIR/gpu_check SITE=$DIR/site DEADLINE_S=${DEADLINE_S:-1800} \
+    SWEEP_LIMIT_S=${SWEEP_LIMIT_S:-900} \
     CNN_JAX_GIT_COMMIT=$(git -C "$ROOT" rev-parse HEAD) \
     BENCH_ARGS='--steps=5 --repeats=1 --rounds=1 --target=0.5 --num_seeds=2 --seed_epochs=1' \
     RUN_ARGS='--config.num_epochs=1 --config.data.num_train_examples=2000' \
