@@ -15,7 +15,6 @@ import dataclasses
 import functools
 import hashlib
 import os
-import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +23,7 @@ import numpy as np
 
 from cnn_jax import errors
 from cnn_jax import parallel
+from cnn_jax import records
 
 class DataError(errors.UserError):
   """The data cannot be read or prepared: a file, a folder, a dataset name."""
@@ -106,21 +106,6 @@ def _tfds_data_dir(data_dir: str) -> str:
                             or '~/tensorflow_datasets')
 
 
-def _writable(folder: str) -> bool:
-  """Whether `folder`, or the nearest existing folder above it, is writable."""
-  folder = os.path.abspath(folder)  # A relative path's top is the cwd.
-  while not os.path.exists(folder):
-    parent = os.path.dirname(folder)
-    if parent == folder:
-      return False
-    folder = parent
-  try:  # Tried, not inferred from the mode bits: root ignores those.
-    with tempfile.TemporaryFile(dir=folder):
-      return True
-  except OSError:
-    return False
-
-
 def _version_key(name: str) -> tuple[int, ...]:
   return tuple(int(p) if p.isdigit() else -1 for p in name.split('.'))
 
@@ -149,7 +134,7 @@ def _prepare_and_read(data_config: ml_collections.ConfigDict
   manual_dir = os.path.expanduser(data_config.manual_dir)
   builder = tfds.builder(data_config.dataset, data_dir=data_dir)
   if not builder.is_prepared():
-    if not _writable(data_dir):
+    if records.unwritable(data_dir):
       raise DataError(f'config.data.data_dir: cannot write in {data_dir} to '
                       f'prepare {data_config.dataset}; choose a writable '
                       f'folder')

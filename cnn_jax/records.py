@@ -44,6 +44,24 @@ class FolderInUse(FolderError):
   """Another process holds the folder a run or sweep would write."""
 
 
+def unwritable(folder: str) -> str | None:
+  """Why `folder` could not be made or written in; None if it could.
+
+  Judged at the nearest folder at or above it that exists, so that a folder
+  not made yet (a fresh clone's relative data_dir) counts as writable.
+  """
+  existing = os.path.abspath(os.path.expanduser(folder))
+  while not os.path.exists(existing):  # Ends: '/' exists.
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    return f'cannot be made: {existing} is a file'
+  try:  # Tried, not inferred from the mode bits: root ignores those.
+    with tempfile.TemporaryFile(dir=existing):
+      return None
+  except OSError as e:
+    return f'cannot be written: {e.strerror} in {existing}'
+
+
 def check_folder(folder: str, what: str = 'workdir') -> str:
   """Raises FolderError unless `folder` can be claimed; creates nothing.
 
@@ -56,17 +74,9 @@ def check_folder(folder: str, what: str = 'workdir') -> str:
   folder = os.path.abspath(os.path.expanduser(folder))
   if os.path.exists(folder) and not os.path.isdir(folder):
     raise FolderError(f'{what} {folder} is a file, not a folder')
-  existing = folder
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  if not os.path.isdir(existing):
-    raise FolderError(f'{what} {folder} cannot be made: {existing} is a file')
-  try:  # Tried, not inferred from the mode bits: root ignores those.
-    with tempfile.TemporaryFile(dir=existing):
-      pass
-  except OSError as e:
-    raise FolderError(f'{what} {folder} cannot be written: {e.strerror} '
-                      f'in {existing}') from None
+  problem = unwritable(folder)
+  if problem:
+    raise FolderError(f'{what} {folder} {problem}')
   lock = os.path.join(folder, LOCK_FILE)
   if os.path.exists(lock) and os.path.realpath(folder) not in _claimed:
     with open(lock) as f:

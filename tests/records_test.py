@@ -56,6 +56,17 @@ def test_a_folder_that_cannot_be_written_is_refused_creating_nothing(
   assert os.listdir(tmp_path) == ['afile']
 
 
+def test_a_relative_folder_not_made_yet_counts_as_writable(
+    tmp_path, monkeypatch):
+  """`--config.data.data_dir=workdirs/tfds` in a fresh clone: TFDS makes it."""
+  monkeypatch.chdir(tmp_path)
+  assert records.unwritable('workdirs/tfds') is None
+  assert records.check_folder('workdirs/run') == str(tmp_path / 'workdirs/run')
+  assert records.unwritable('/sys/tfds') == ('cannot be written: Permission '
+                                             'denied in /sys')
+  assert os.listdir(tmp_path) == []
+
+
 def test_a_tilde_is_the_home_folder(tmp_path, monkeypatch):
   monkeypatch.setenv('HOME', str(tmp_path))
   assert records.check_folder('~/runs/a') == f'{tmp_path}/runs/a'
