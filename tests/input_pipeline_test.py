@@ -153,5 +153,3 @@ def test_an_unwritable_data_dir_is_named():
                      match='config.data.data_dir: cannot write in /sys/tfds '
                            'to prepare fashion_mnist; choose a writable'):
     input_pipeline.load_splits(config)
-
-
