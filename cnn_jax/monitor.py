@@ -11,7 +11,9 @@ tests, the console keeps its one line per epoch.
 """
 
 import contextlib
+import os
 import sys
+import time
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from absl import logging
@@ -22,8 +24,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import tensorboardX
+from tensorboardX import event_file_writer as tbx_event_file_writer
 from tensorboardX import summary as tbx_summary
+from tensorboardX.proto import event_pb2
+from tensorboardX.proto import summary_pb2
 import tqdm
 from tqdm import contrib as tqdm_contrib
 
@@ -46,11 +50,19 @@ def hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 class Events:
-  """One run's TensorBoard event files.
+  """One run's TensorBoard event file.
 
   Steps are counted over the whole run: step i (from 0) of epoch e is global
   step (e - 1) * steps_per_epoch + i + 1, and an epoch's own metrics sit at
   its last step, so per-step and per-epoch curves share one axis.
+
+  Events go to the file as they are made, through tensorboardX's
+  synchronous `EventsWriter`, one event per step holding that step's loss,
+  accuracy and learning rate. Its `SummaryWriter` sends every scalar
+  through a multiprocessing queue to a writer thread, which cost about 20
+  times as much per epoch (README, "Host time per epoch"), and flushing it
+  did not wait for that queue, so a killed run could lose events of epochs
+  its checkpoints hold.
   """
 
   def __init__(self, workdir: str, config: ml_collections.ConfigDict, *,
@@ -64,28 +76,47 @@ class Events:
       steps_per_epoch: training steps in one epoch.
       learning_rate: the schedule, step -> learning rate (from step 0).
       epoch: the last finished epoch: 0 for a fresh run. A resumed run hides
-        what an interrupted invocation wrote after it (tensorboardX's
-        purge_step), as metrics.jsonl drops those lines.
+        what an interrupted invocation wrote after it (a SessionLog START at
+        the first step it trains, which TensorBoard reads as "purge the
+        steps from here"), as metrics.jsonl drops those lines.
       writes: False outside the main process: nothing is written.
     """
     self._steps = steps_per_epoch
     self._learning_rate = learning_rate
-    self._writer = tensorboardX.SummaryWriter(
-        workdir, purge_step=epoch * steps_per_epoch + 1 if epoch else None,
-        write_to_disk=writes,
-        # File names tell seconds apart only: two invocations in one second
-        # share a name, and the later truncates the earlier's file. With
-        # the epoch in the name, that can only be one the later supersedes.
-        filename_suffix=f'.from_epoch_{epoch}')
-    if not epoch:  # Once per run.
+    # File names tell seconds apart only: two invocations in one second
+    # share a name, and the later truncates the earlier's file. With the
+    # epoch in the name, that can only be one the later supersedes.
+    self._file = tbx_event_file_writer.EventsWriter(
+        os.path.join(workdir, 'events'),
+        filename_suffix=f'.from_epoch_{epoch}') if writes else None
+    if epoch:
+      self._write(event_pb2.Event(
+          step=epoch * steps_per_epoch + 1,
+          session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
+    else:  # Once per run.
       experiment, session_start, _ = tbx_summary.hparams(
           hparams(config), {tag: None for tag in HPARAM_METRICS})
       for proto in (experiment, session_start):
-        self._writer.file_writer.add_summary(proto)
+        self._write(event_pb2.Event(summary=proto))
+    self._flush()
+
+  def _write(self, event: event_pb2.Event) -> None:
+    if self._file:
+      event.wall_time = time.time()
+      self._file.write_event(event)
+
+  def _scalars(self, step: int, values: dict[str, float]) -> None:
+    self._write(event_pb2.Event(step=step, summary=summary_pb2.Summary(
+        value=[summary_pb2.Summary.Value(tag=tag, simple_value=value)
+               for tag, value in values.items()])))
+
+  def _flush(self) -> None:
+    if self._file:
+      self._file.flush()
 
   def write_epoch(self, epoch: int, steps: dict[str, np.ndarray],
                   record: dict[str, Any]) -> None:
-    """Writes every step of an epoch and the epoch's record.
+    """Writes every step of an epoch and the epoch's record, to disk.
 
     Args:
       epoch: the epoch, from 1.
@@ -96,25 +127,28 @@ class Events:
     global_steps = np.arange(first, first + self._steps)
     # The rate that step used: the schedule counts optimizer updates from 0.
     # (A constant schedule returns one value for any number of steps.)
-    rates = np.broadcast_to(
-        self._learning_rate(jnp.asarray(global_steps - 1)), global_steps.shape)
+    columns = {f'train/{name}': np.asarray(values, np.float64).tolist()
+               for name, values in steps.items()}
+    columns['train/learning_rate'] = np.broadcast_to(
+        self._learning_rate(jnp.asarray(global_steps - 1)),
+        global_steps.shape).tolist()
     for i, step in enumerate(global_steps.tolist()):
-      for name, values in steps.items():
-        self._writer.add_scalar(f'train/{name}', float(values[i]), step)
-      self._writer.add_scalar('train/learning_rate', float(rates[i]), step)
-    for name, value in record.items():
-      if name != 'epoch':
-        self._writer.add_scalar(f'epoch/{name}', value,
-                                int(global_steps[-1]))
-    self._writer.flush()
+      self._scalars(step, {tag: column[i] for tag, column in columns.items()})
+    self._scalars(int(global_steps[-1]), {
+        f'epoch/{name}': value for name, value in record.items()
+        if name != 'epoch'})
+    self._flush()
 
   def write_test(self, epoch: int, test: dict[str, float]) -> None:
     """The test result of the selected weights, at the run's last step."""
-    for name, value in test.items():
-      self._writer.add_scalar(f'test/{name}', value, epoch * self._steps)
+    self._scalars(epoch * self._steps,
+                  {f'test/{name}': value for name, value in test.items()})
+    self._flush()
 
   def close(self) -> None:
-    self._writer.close()
+    if self._file:
+      self._file.close()
+      self._file = None
 
 
 @contextlib.contextmanager
