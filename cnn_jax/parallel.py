@@ -176,3 +176,11 @@ def sync(name: str) -> None:
   """Waits until every process has reached the barrier `name`."""
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
+
+
+def agree(flag: bool) -> bool:
+  """The main process's `flag`, in every process: for decisions taken from
+  a process's own clock that all processes must act on together."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(multihost_utils.broadcast_one_to_all(np.bool_(flag)))

@@ -4,7 +4,9 @@
 what belongs to its run alone and resumes it from its own folder:
 
   workdir/config.json           the config of the latest invocation
-  workdir/checkpoints/<epoch>/  orbax: state, best (weights), meta (JSON)
+  workdir/checkpoints/<epoch>/  orbax: state, best (weights), meta (JSON);
+                                written when `CheckpointClock` says so, and
+                                at a run's last epoch
   workdir/metrics.jsonl         one record per finished epoch
   workdir/summary.json          written once the run is finished ("status":
                                 "ok") or has diverged ("status": "diverged")
@@ -18,11 +20,13 @@ each file once); only the main process writes metrics.jsonl, summary.json
 and events.
 """
 
+import copy
 import glob
 import json
 import math
 import os
 import shutil
+import time
 from typing import Any, Sequence
 
 from absl import logging
@@ -43,7 +47,8 @@ EVENT_FILES = 'events.out.tfevents.*'
 # and run over devices, and where the data come from; not what is trained.
 # (num_epochs may grow under a constant schedule: `config_changes`.)
 MAY_CHANGE_ON_RESUME = frozenset((
-    'eval_batch_size', 'max_checkpoints_to_keep', 'target_test_accuracy',
+    'eval_batch_size', 'max_checkpoints_to_keep', 'checkpoint_interval_s',
+    'target_test_accuracy',
     'max_train_loss', 'parallelism', 'epoch_loop', 'model.layers',
     'data.data_dir', 'data.manual_dir', 'data.cache'))
 # Fields added after runs were first started, with the value every run from
@@ -206,6 +211,24 @@ def restore_variables(workdir: str, checkpoint: str = 'best'
   return ml_collections.ConfigDict(started), variables, epoch
 
 
+class CheckpointClock:
+  """When the runs trained together write their checkpoints: at the end of
+  an epoch once `config.checkpoint_interval_s` seconds have passed since
+  they last did, all at the same epochs (runs in one program must resume
+  from one epoch), as the main process's clock says.
+  """
+
+  def __init__(self, interval_s: float):
+    self._interval_s = interval_s
+    self._last = time.monotonic()
+
+  def due(self) -> bool:
+    due = parallel.agree(time.monotonic() - self._last >= self._interval_s)
+    if due:
+      self._last = time.monotonic()
+    return due
+
+
 def _fresh_meta(target: float) -> dict[str, Any]:
   return {'epoch': 0, 'best_val_accuracy': -1.0, 'best_val_epoch': 0,
           'wall_time_s': 0.0, 'steady_images_per_sec': [],
@@ -280,6 +303,8 @@ class Run:
     self._earlier_wall_time = self.meta['wall_time_s']
     # This invocation's first epoch includes compiling the program.
     self._first_epoch = True
+    # The last epoch's (state, best, meta) while its checkpoint is unwritten.
+    self._unsaved = None
     path = os.path.join(self.workdir, records.METRICS_FILE)
     # Lines written after the checkpoint being resumed are dropped.
     self.history = [r for r in records.read_json_lines(path)
@@ -320,14 +345,17 @@ class Run:
     return self.meta['target_epoch'] is not None
 
   def end_epoch(self, state: Any, record: dict[str, Any], elapsed: float,
-                steps: dict[str, np.ndarray]) -> None:
-    """Keeps the best weights, appends `record` and writes a checkpoint.
+                steps: dict[str, np.ndarray], *,
+                checkpoint: bool = True) -> None:
+    """Keeps the best weights, appends `record`, and writes a checkpoint if
+    `checkpoint`; otherwise `finish` or `diverge` writes this epoch's.
 
     Args:
       state: the host TrainState after the epoch.
       record: the epoch's metrics.jsonl line.
       elapsed: seconds this invocation has run so far.
       steps: each step's training metrics, [steps] per metric (events).
+      checkpoint: whether to write the checkpoint now (`CheckpointClock`).
     """
     meta, epoch = self.meta, record['epoch']
     if record['val_accuracy'] > meta['best_val_accuracy']:
@@ -350,10 +378,10 @@ class Run:
       records.write_json_lines(os.path.join(self.workdir, records.METRICS_FILE),
                                self.history)
     self._events.write_epoch(epoch, steps, record)
-    self._manager.save(epoch, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        best=ocp.args.StandardSave(self.best),
-        meta=ocp.args.JsonSave(meta)))
+    # Host copies, made for this epoch: kept, they stay as they are.
+    self._unsaved = (state, self.best, copy.deepcopy(meta))
+    if checkpoint:
+      self._save_unsaved()
     logging.info(
         'epoch %d/%d%s  train_loss %.4f  train_acc %.4f  val_acc %.4f%s  '
         '%.0f img/s  %.1fs  ETA %.0fs', epoch, self.config.num_epochs,
@@ -362,6 +390,15 @@ class Run:
         '' if test_accuracy is None else f'  test_acc {test_accuracy:.4f}',
         record['images_per_sec'], record['epoch_time_s'],
         record['epoch_time_s'] * (self.config.num_epochs - epoch))
+
+  def _save_unsaved(self) -> None:
+    """Writes the last finished epoch's checkpoint, if not yet written."""
+    if self._unsaved:
+      state, best, meta = self._unsaved
+      self._manager.save(meta['epoch'], args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          best=ocp.args.StandardSave(best), meta=ocp.args.JsonSave(meta)))
+      self._unsaved = None
 
   def _mark_train_error(self, epoch: int, accuracy: np.ndarray,
                         seconds: float) -> None:
@@ -394,6 +431,7 @@ class Run:
     Returns:
       The summary.
     """
+    self._save_unsaved()
     self._manager.wait_until_finished()
     self._manager.close()
     self._events.write_test(self.epoch, test)
@@ -442,6 +480,7 @@ class Run:
     The epoch's state is not saved, so the last checkpoint is the last good
     epoch; a rerun finds the summary and does not train again.
     """
+    self._save_unsaved()
     self._manager.wait_until_finished()
     self._manager.close()
     self._events.close()

@@ -455,6 +455,7 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
            'seeds_in_program': len(runs), 'num_train_examples': num_train,
            'layers': layers, 'epoch_loop': epoch_loop}
   summaries = [None] * len(runs)
+  checkpoints = run_lib.CheckpointClock(config.checkpoint_interval_s)
   # Seeds still training; a diverged seed's lane keeps computing in the
   # vmapped program, but nothing of it is saved.
   live = list(range(len(runs)))
@@ -477,6 +478,7 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
     host_state = par.get(state)  # What the checkpoints need, and only that.
     # Every image of every seed's epoch, per second.
     images_per_sec = len(runs) * steps_per_epoch * config.batch_size / seconds
+    checkpoint = checkpoints.due()
     for k in list(live):
       run, loss = runs[k], float(train_loss[k])
       if not math.isfinite(loss) or loss > config.max_train_loss:
@@ -489,7 +491,8 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
                 'epoch_time_s': seconds, 'images_per_sec': images_per_sec,
                 **({'test_accuracy': test[k]['accuracy']} if target else {})}
       run.end_epoch(unstack(host_state, k), record, elapsed(),
-                    steps=jax.tree.map(lambda x: x[:, k], step_metrics))
+                    steps=jax.tree.map(lambda x: x[:, k], step_metrics),
+                    checkpoint=checkpoint)
 
   # --- Test, once, with the epoch validation selected -----------------------
   if live:

@@ -88,6 +88,10 @@ def _check_training(config: ml_collections.ConfigDict) -> None:
            f'one of {", ".join(EPOCH_LOOPS)}', config.epoch_loop)
   _require(config.max_checkpoints_to_keep >= 1, 'max_checkpoints_to_keep',
            '>= 1', config.max_checkpoints_to_keep)
+  _require(_finite(config.checkpoint_interval_s)
+           and config.checkpoint_interval_s >= 0, 'checkpoint_interval_s',
+           'a finite number of seconds >= 0 (0 = every epoch)',
+           config.checkpoint_interval_s)
 
 
 def _check_data(data: ml_collections.ConfigDict) -> None:

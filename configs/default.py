@@ -44,8 +44,14 @@ def get_config() -> ml_collections.ConfigDict:
   # step and training seconds at which the mean error of the last 20
   # training batches first fell below each (the seed's convergence claim).
   config.train_error_marks = ()
-  # Checkpoints kept in workdir/checkpoints (one is written per epoch).
+  # Checkpoints kept in workdir/checkpoints.
   config.max_checkpoints_to_keep = 3
+  # An epoch's end writes a checkpoint once this many seconds have passed
+  # since the last one (and a run's last epoch always has one): every epoch
+  # of a CPU run, whose epochs take longer; the last only, of a 20-epoch
+  # run on a GPU, where a checkpoint costs about as much as an epoch. A
+  # killed run resumes, exactly, from its last checkpoint. 0 = every epoch.
+  config.checkpoint_interval_s = 10.0
   # How the step runs over all devices of all processes (cnn_jax.parallel):
   # 'pmap', or 'shard_map' (jax.jit of jax.shard_map over a device mesh).
   config.parallelism = 'pmap'

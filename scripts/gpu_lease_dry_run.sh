@@ -4,6 +4,9 @@
 #
 #   bash scripts/gpu_lease_dry_run.sh [DIR]     # default /tmp/gpu_lease_dry_run
 #
+# VENV (default .venv) picks the Python: e.g. a Python 3.12 venv, as on the
+# GPU image, with STEPS='default sweep tests' where it lacks PyTorch.
+#
 # DIR/repo gets the committed tree (git archive HEAD) plus .whl/ and .gpu/,
 # as the device tool sends them; TensorFlow, TFDS, ml_collections and
 # tensorboardX are made unimportable except through the carried wheels; the
@@ -11,11 +14,12 @@
 # one run at a time on a CPU, gets SWEEP_LIMIT_S=900 instead of the lease's
 # 120). It fails unless every step exited 0 and what would come back
 # ($OUT = DIR/out) fits the tool's limits. What it cannot see: the GPU
-# image's Python 3.12 and JAX 0.11, and torch.compile, which the benchmark
-# runs on a GPU only.
+# image's JAX 0.11, and torch.compile, which the benchmark runs on a GPU
+# only.
 set -euo pipefail
 DIR=$(realpath -m "${1:-/tmp/gpu_lease_dry_run}")
 ROOT=$(git rev-parse --show-toplevel)
+VENV=$(realpath "${VENV:-$ROOT/.venv}")
 [ -d "$ROOT/.whl" ] && [ -d "$ROOT/.gpu" ] || {
   echo 'error: .whl/ and .gpu/ are missing: run make gpu-carry first' >&2
   exit 2
@@ -38,7 +42,7 @@ done
 
 cd "$DIR/repo"
 rc=0
-PATH=$ROOT/.venv/bin:$PATH PYTHONPATH=$DIR/block OUT=$DIR/out \
+PATH=$VENV/bin:$PATH PYTHONPATH=$DIR/block OUT=$DIR/out \
     WORK=$DIR/gpu_check SITE=$DIR/site DEADLINE_S=${DEADLINE_S:-1800} \
     SWEEP_LIMIT_S=${SWEEP_LIMIT_S:-900} \
     CNN_JAX_GIT_COMMIT=$(git -C "$ROOT" rev-parse HEAD) \

@@ -52,6 +52,8 @@ BAD_VALUES = [
     ('target_test_accuracy', 1.5, 'in [0, 1]'),
     ('max_train_loss', 0.0, '> 0 (inf = never'),
     ('max_checkpoints_to_keep', 0, '>= 1'),
+    ('checkpoint_interval_s', -1.0, 'a finite number of seconds >= 0'),
+    ('checkpoint_interval_s', INF, 'a finite number of seconds >= 0'),
     ('parallelism', 'pjit', 'one of pmap, shard_map; got pjit'),
     ('model.activation', 'swish', 'one of '),
     ('model.pooling', 'median', 'one of avg, gaussian, l2, max, subsample'),

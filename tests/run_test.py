@@ -1,4 +1,5 @@
-"""Crash safety: a run killed with SIGKILL at any moment resumes exactly.
+"""Crash safety: a run killed with SIGKILL at any moment resumes exactly,
+whichever epochs have checkpoints.
 
 Real processes, really killed: during a checkpoint write, at a random time,
 and after the last epoch but before the summary. The resumed run must end
@@ -11,27 +12,34 @@ import random
 import sys
 import time
 
+import jax
+import numpy as np
+
 from cnn_jax import input_pipeline
+from cnn_jax import models
+from cnn_jax import run as run_lib
+from cnn_jax import train
 import _util
 
 
-def _command(workdir, data_dir):
-  # 10 steps per epoch on a slice of the real data: each epoch's checkpoint
-  # write is a separate moment to kill at.
+def _command(workdir, data_dir, interval_s):
+  # 10 steps per epoch on a slice of the real data: with interval_s 0, each
+  # epoch's checkpoint write is a separate moment to kill at.
   return [sys.executable, '-m', 'cnn_jax.main',
           f'--config={_util.ROOT}/configs/default.py', f'--workdir={workdir}',
           '--config.num_epochs=4', '--config.batch_size=50',
           '--config.data.num_train_examples=500',
           '--config.data.num_validation_examples=500',
+          f'--config.checkpoint_interval_s={interval_s}',
           f'--config.data.data_dir={data_dir}']
 
 
-def _kill_when(workdir, data_dir, moment):
+def _kill_when(workdir, data_dir, moment, interval_s=0):
   """Kills a run once `moment(checkpoint folder names, seconds)` is true."""
   checkpoints = os.path.join(workdir, 'checkpoints')
   names = lambda: (os.listdir(checkpoints) if os.path.isdir(checkpoints)
                    else [])
-  return _util.kill_when(_command(workdir, data_dir),
+  return _util.kill_when(_command(workdir, data_dir, interval_s),
                          lambda seconds: moment(names(), seconds))
 
 
@@ -48,11 +56,15 @@ def _numbers(workdir):
   return epochs, {k: summary[k] for k in keep}
 
 
+def _prepare(data_dir):
+  data = _util.tiny_config().data
+  data.update(data_dir=data_dir, manual_dir=_util.MANUAL_DIR, cache=True)
+  input_pipeline.load_splits(data)  # Prepared and cached once.
+
+
 def test_kill_9_at_any_moment_then_resume_gives_the_same_numbers(
     tmp_path, real_data_dir):
-  data = _util.tiny_config().data
-  data.update(data_dir=real_data_dir, manual_dir=_util.MANUAL_DIR, cache=True)
-  input_pipeline.load_splits(data)  # Prepared and cached once.
+  _prepare(real_data_dir)
   straight, killed = tmp_path / 'straight', tmp_path / 'killed'
   t0 = time.time()
   assert not _kill_when(straight, real_data_dir, lambda names, s: False)
@@ -73,3 +85,74 @@ def test_kill_9_at_any_moment_then_resume_gives_the_same_numbers(
       _numbers(killed)[1]['epochs_completed'] == 4)
   _kill_when(killed, real_data_dir, lambda names, s: False)
   assert _numbers(killed) == _numbers(straight)
+
+
+def test_with_only_the_last_epoch_checkpointed_a_killed_run_trains_again(
+    tmp_path, real_data_dir):
+  """The default interval on a fast device: no checkpoint until the end."""
+  _prepare(real_data_dir)
+  straight, killed = tmp_path / 'straight', tmp_path / 'killed'
+  interval = 1e9
+  t0 = time.time()
+  assert not _kill_when(straight, real_data_dir, lambda names, s: False,
+                        interval)
+  duration = time.time() - t0
+  assert os.listdir(straight / 'checkpoints') == ['4']
+  delay = random.uniform(0, duration)
+  print(f'killed after {delay:.2f} s')
+  _kill_when(killed, real_data_dir, lambda names, s: s > delay, interval)
+  assert not _kill_when(killed, real_data_dir, lambda names, s: False,
+                        interval)
+  assert _numbers(killed) == _numbers(straight)
+
+
+def test_the_checkpoint_clock_waits_its_interval(monkeypatch):
+  now = [100.0]
+  monkeypatch.setattr(run_lib.time, 'monotonic', lambda: now[0])
+  clock = run_lib.CheckpointClock(10)
+  due = []
+  for _ in range(6):
+    now[0] += 4  # A 4-second epoch.
+    due.append(clock.due())
+  assert due == [False, False, True, False, False, True]
+  every = run_lib.CheckpointClock(0)
+  assert every.due() and every.due()
+
+
+def _a_run(workdir, interval_s):
+  config = _util.tiny_config()
+  config.checkpoint_interval_s = interval_s
+  model = models.create_model(config.model)
+  tx = train.create_optimizer(config, 4)
+  state = jax.device_get(train.create_train_state(jax.random.key(0), model,
+                                                  tx))
+  run = run_lib.Run(str(workdir), config, state, steps_per_epoch=4,
+                    learning_rate=train.learning_rate_fn(config, 4))
+  return run, state
+
+
+def _end_epoch(run, state, epoch, checkpoint):
+  record = {'epoch': epoch, 'train_loss': 1.0, 'train_accuracy': 0.5,
+            'val_loss': 1.0, 'val_accuracy': epoch / 10, 'epoch_time_s': 1.0,
+            'images_per_sec': 1.0}
+  steps = {'loss': np.ones(4), 'accuracy': np.ones(4)}
+  run.end_epoch(state, record, 1.0, steps, checkpoint=checkpoint)
+
+
+def test_a_run_that_ends_or_diverges_checkpoints_its_last_good_epoch(
+    tmp_path):
+  finished, state = _a_run(tmp_path / 'finished', 1e9)
+  for epoch in (1, 2):
+    _end_epoch(finished, state, epoch, checkpoint=epoch == 1)
+  finished.finish({'accuracy': 0.5, 'loss': 1.0}, 1.0)
+  assert sorted(os.listdir(tmp_path / 'finished' / 'checkpoints')) == [
+      '1', '2']
+
+  diverged, state = _a_run(tmp_path / 'diverged', 1e9)
+  for epoch in (1, 2):
+    _end_epoch(diverged, state, epoch, checkpoint=False)
+  diverged.diverge(3, float('nan'), 1.0)
+  assert os.listdir(tmp_path / 'diverged' / 'checkpoints') == ['2']
+  # What a rerun resumes from: epoch 2, its best weights and meta.
+  again, _ = _a_run(tmp_path / 'diverged', 1e9)
+  assert again.epoch == 2 and again.meta['best_val_epoch'] == 2

@@ -216,6 +216,7 @@ def test_on_a_terminal_each_epoch_shows_a_progress_bar(tmp_path):
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
   config = _util.tiny_config()
   config.num_epochs = 3
+  config.checkpoint_interval_s = 0  # Every epoch's, to resume from epoch 1.
   config.data.random_flip, config.data.random_shift = True, 2
   straight = str(tmp_path / 'straight')
   summary = _run(config, straight)
