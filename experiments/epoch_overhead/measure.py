@@ -8,7 +8,8 @@ of the run. This times it apart from any training: real `Run` objects of
 the default config's shape (550 steps an epoch, its real TrainState), each
 epoch's `end_epoch` for every run in turn after a pause of `--device_s`
 seconds, in which the main thread sleeps as it would wait for a GPU (so
-work a library does in background threads can overlap it). Reported: the
+work a library does in background threads can overlap it), with
+checkpoints when `run.CheckpointClock` says, as in training. Reported: the
 median over epochs of the wall time beyond the pauses, per epoch and run,
 and the mean with each run's `finish` (which waits for unfinished
 checkpoints) added.
@@ -56,17 +57,22 @@ def main() -> None:
                         steps_per_epoch=steps,
                         learning_rate=train.learning_rate_fn(config, steps))
             for k in range(args.runs)]
+    # As train.train_seeds decides; commits before e5eb0f3 checkpoint every
+    # epoch and have no clock.
+    clock = (run_lib.CheckpointClock(config.checkpoint_interval_s)
+             if hasattr(run_lib, 'CheckpointClock') else None)
     per_epoch = []
     for epoch in range(1, args.epochs + 1):
       time.sleep(args.device_s)
       start = time.perf_counter()
+      when = {'checkpoint': clock.due()} if clock else {}
       for run in runs:
         step_metrics = {name: rng.random(steps).astype(np.float32)
                         for name in ('loss', 'accuracy')}
         record = {'epoch': epoch, 'train_loss': 0.5, 'train_accuracy': 0.8,
                   'val_loss': 0.4, 'val_accuracy': epoch / 100,
                   'epoch_time_s': 1.0, 'images_per_sec': 1e5}
-        run.end_epoch(state, record, 1.0, step_metrics)
+        run.end_epoch(state, record, 1.0, step_metrics, **when)
       per_epoch.append(time.perf_counter() - start)
     time.sleep(args.device_s)  # The test split's evaluation.
     start = time.perf_counter()
