@@ -75,10 +75,12 @@ class Events:
       config: the run's config; written as hyperparameters by a fresh run.
       steps_per_epoch: training steps in one epoch.
       learning_rate: the schedule, step -> learning rate (from step 0).
-      epoch: the last finished epoch: 0 for a fresh run. A resumed run hides
-        what an interrupted invocation wrote after it (a SessionLog START at
-        the first step it trains, which TensorBoard reads as "purge the
-        steps from here"), as metrics.jsonl drops those lines.
+      epoch: the epoch of the checkpoint the run resumes from; 0 for a
+        fresh run, or one interrupted before its first checkpoint. Every
+        invocation hides what earlier ones wrote after that epoch (a
+        SessionLog START at the first step it trains, which TensorBoard
+        reads as "purge the steps from here"), as metrics.jsonl drops those
+        lines.
       writes: False outside the main process: nothing is written.
     """
     self._steps = steps_per_epoch
@@ -89,15 +91,14 @@ class Events:
     self._file = tbx_event_file_writer.EventsWriter(
         os.path.join(workdir, 'events'),
         filename_suffix=f'.from_epoch_{epoch}') if writes else None
-    if epoch:
-      self._write(event_pb2.Event(
-          step=epoch * steps_per_epoch + 1,
-          session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
-    else:  # Once per run.
+    if not epoch:  # At step 0, which no purge reaches.
       experiment, session_start, _ = tbx_summary.hparams(
           hparams(config), {tag: None for tag in HPARAM_METRICS})
       for proto in (experiment, session_start):
         self._write(event_pb2.Event(summary=proto))
+    self._write(event_pb2.Event(
+        step=epoch * steps_per_epoch + 1,
+        session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
     self._flush()
 
   def _write(self, event: event_pb2.Event) -> None:

@@ -48,9 +48,8 @@ EVENT_FILES = 'events.out.tfevents.*'
 # (num_epochs may grow under a constant schedule: `config_changes`.)
 MAY_CHANGE_ON_RESUME = frozenset((
     'eval_batch_size', 'max_checkpoints_to_keep', 'checkpoint_interval_s',
-    'target_test_accuracy',
-    'max_train_loss', 'parallelism', 'epoch_loop', 'model.layers',
-    'data.data_dir', 'data.manual_dir', 'data.cache'))
+    'target_test_accuracy', 'max_train_loss', 'parallelism', 'epoch_loop',
+    'model.layers', 'data.data_dir', 'data.manual_dir', 'data.cache'))
 # Fields added after runs were first started, with the value every run from
 # before had: a folder whose config lacks one trained with that value.
 ADDED_FIELDS = {'train_error_marks': [], 'model.kernel_init_scale': 1.0,
@@ -378,7 +377,8 @@ class Run:
       records.write_json_lines(os.path.join(self.workdir, records.METRICS_FILE),
                                self.history)
     self._events.write_epoch(epoch, steps, record)
-    # Host copies, made for this epoch: kept, they stay as they are.
+    # state and best are host copies made for this epoch, and meta changes
+    # in place: kept until written, all three stay as at this epoch.
     self._unsaved = (state, self.best, copy.deepcopy(meta))
     if checkpoint:
       self._save_unsaved()
@@ -477,8 +477,9 @@ class Run:
               **facts: Any) -> dict[str, Any]:
     """Ends a run whose loss blew up: summary.json says so, with no accuracy.
 
-    The epoch's state is not saved, so the last checkpoint is the last good
-    epoch; a rerun finds the summary and does not train again.
+    The epoch's state is not saved, and the last good epoch's is written if
+    it was not yet, so the last checkpoint is the last good epoch; a rerun
+    finds the summary and does not train again.
     """
     self._save_unsaved()
     self._manager.wait_until_finished()

@@ -169,7 +169,11 @@ def _status(point_dir: str) -> str:
   summary = run_lib.read_summary(point_dir)
   if summary:
     return 'diverged' if summary.get('status') == 'diverged' else 'done'
-  if os.path.exists(os.path.join(point_dir, run_lib.CHECKPOINTS)):
+  # A point stopped before its first checkpoint starts again from scratch:
+  # it may still train with its other seeds.
+  checkpoints = os.path.join(point_dir, run_lib.CHECKPOINTS)
+  if os.path.isdir(checkpoints) and any(
+      name.isdigit() for name in os.listdir(checkpoints)):
     return 'partial'
   return 'todo'
 

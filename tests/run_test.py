@@ -14,6 +14,7 @@ import time
 
 import jax
 import numpy as np
+from tensorboard.backend.event_processing import event_accumulator
 
 from cnn_jax import input_pipeline
 from cnn_jax import models
@@ -54,6 +55,13 @@ def _numbers(workdir):
   keep = ('status', 'test_accuracy', 'test_loss', 'best_val_accuracy',
           'best_val_epoch', 'final_val_accuracy', 'epochs_completed')
   return epochs, {k: summary[k] for k in keep}
+
+
+def _step_losses(workdir):
+  events = event_accumulator.EventAccumulator(
+      str(workdir), size_guidance={event_accumulator.SCALARS: 0})
+  events.Reload()
+  return [(e.step, e.value) for e in events.Scalars('train/loss')]
 
 
 def _prepare(data_dir):
@@ -104,6 +112,10 @@ def test_with_only_the_last_epoch_checkpointed_a_killed_run_trains_again(
   assert not _kill_when(killed, real_data_dir, lambda names, s: False,
                         interval)
   assert _numbers(killed) == _numbers(straight)
+  # TensorBoard shows each step once: what the killed invocation wrote is
+  # hidden, though the rerun resumed from no checkpoint.
+  assert _step_losses(killed) == _step_losses(straight)
+  assert len(_step_losses(straight)) == 40
 
 
 def test_the_checkpoint_clock_waits_its_interval(monkeypatch):

@@ -284,6 +284,16 @@ def test_points_differing_only_in_seed_train_together():
       ['activation=tanh,pooling=max,seed=1']]
 
 
+def test_a_point_is_partial_once_it_has_a_checkpoint(tmp_path):
+  checkpoints = tmp_path / 'checkpoints'
+  assert sweep._status(str(tmp_path)) == 'todo'
+  # Stopped before its first checkpoint, or killed while orbax wrote it.
+  (checkpoints / '1.orbax-checkpoint-tmp-3').mkdir(parents=True)
+  assert sweep._status(str(tmp_path)) == 'todo'
+  (checkpoints / '1').mkdir()
+  assert sweep._status(str(tmp_path)) == 'partial'
+
+
 def test_vmapped_sweep_equals_the_one_by_one_sweep(tmp_path):
   spec = dict(SWEEP, axes={'model.activation': ['relu'],
                            'model.pooling': ['max'], 'seed': [0, 1]})
