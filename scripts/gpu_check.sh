@@ -74,8 +74,12 @@ step() {  # name, limit (s, or ''), command...: runs it (until the limit or
 # Bounded: a new GPU stack can hang at start-up, and nothing else has a
 # deadline yet.
 timeout -k 5 120 $PY - > "$OUT/devices.txt" 2>&1 <<'PYEOF'
+import sys
 import jax
+import flax
+print('python', sys.version.split()[0])
 print('jax', jax.__version__, jax.default_backend(), jax.devices())
+print('flax', flax.__version__)
 try:
   import torch
   print('torch', torch.__version__, 'cuda', torch.cuda.is_available())
