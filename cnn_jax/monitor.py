@@ -59,10 +59,10 @@ class Events:
   Events go to the file as they are made, through tensorboardX's
   synchronous `EventsWriter`, one event per step holding that step's loss,
   accuracy and learning rate. Its `SummaryWriter` sends every scalar
-  through a multiprocessing queue to a writer thread, which cost about 20
-  times as much per epoch (README, "Host time per epoch"), and flushing it
-  did not wait for that queue, so a killed run could lose events of epochs
-  its checkpoints hold.
+  through a multiprocessing queue to a writer thread, which cost many times
+  as much per epoch (README, "Host time per epoch"), and flushing it did not
+  wait for that queue, so a killed run could lose events of epochs its
+  checkpoints hold.
   """
 
   def __init__(self, workdir: str, config: ml_collections.ConfigDict, *,

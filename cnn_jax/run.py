@@ -165,8 +165,8 @@ class RunFolderError(errors.UserError):
   """A folder that holds no trained run to evaluate or predict with."""
 
 
-# What `restore_variables` can restore: the weights of the best validation
-# epoch so far, or those of the last finished epoch.
+# What `restore_variables` can restore, from the newest checkpoint: the
+# weights of the best validation epoch up to it, or those of its epoch.
 CHECKPOINT_CHOICES = ('best', 'latest')
 
 
@@ -180,8 +180,10 @@ def restore_variables(workdir: str, checkpoint: str = 'best'
 
   Args:
     workdir: a run's folder.
-    checkpoint: 'best', the weights of the best validation epoch (those
-      summary.json's test accuracy is of), or 'latest', the last epoch's.
+    checkpoint: 'best', the weights of the best validation epoch up to the
+      newest checkpoint (of a finished run, those summary.json's test
+      accuracy is of), or 'latest', that checkpoint's epoch's. A finished
+      run's newest checkpoint is its last epoch's.
 
   Returns:
     The run's config, {'params', 'batch_stats'} as NumPy arrays, and the
@@ -198,7 +200,8 @@ def restore_variables(workdir: str, checkpoint: str = 'best'
   step = manager and manager.latest_step()
   if step is None:
     raise RunFolderError(f'--workdir: {workdir} holds no checkpoint yet; '
-                         f'train at least one epoch first')
+                         f'a run writes one once config.checkpoint_interval_s '
+                         f'have passed, and at its end')
   item = 'best' if checkpoint == 'best' else 'state'
   restored = manager.restore(step, args=ocp.args.Composite(
       **{item: ocp.args.StandardRestore(), 'meta': ocp.args.JsonRestore()}))
@@ -268,7 +271,9 @@ def first_below(recent: Sequence[float], errors: np.ndarray,
 
 
 class Run:
-  """A run's files and progress: restored when opened, saved every epoch.
+  """A run's files and progress: restored from its newest checkpoint when
+  opened, written as each epoch ends (checkpoints when `CheckpointClock`
+  says, and at the run's end).
 
   Attributes:
     config: the run's config (its own seed).

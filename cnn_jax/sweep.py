@@ -5,12 +5,14 @@
 
 `--config.<field>` overrides apply to every point. Run the same command again
 after an interruption: finished points (with a summary.json) are skipped and
-an interrupted point resumes from its checkpoint. A rerun whose points'
-configs differ from those their folders were started with is refused, unless
-`--start_over` is given: then those points train again from scratch. A point
-that diverges is recorded as such and the sweep goes on. No training logic lives
-here: points that differ only in seed are one `train.train_seeds` call
-(vmapped), any other point one `train.train_and_evaluate` call. The default
+an interrupted point resumes from its last checkpoint (or, stopped before
+its first, trains again with the points not yet started). A rerun whose
+points' configs differ from those their folders were started with is
+refused, unless `--start_over` is given: then those points train again from
+scratch. A point that diverges is recorded as such and the sweep goes on. No
+training logic lives here: points that differ only in seed are one
+`train.train_seeds` call (vmapped), any other point one
+`train.train_and_evaluate` call. The default
 --vmap_seeds=auto groups seeds on GPUs and TPUs only: on the 2-core CPU the
 vmapped program was slower than the runs one by one (README, benchmark).
 """

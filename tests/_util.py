@@ -110,3 +110,23 @@ def on_a_terminal(fn):
   reader.join(timeout=30)
   os.close(reader_end)
   return b''.join(chunks).decode(errors='replace')
+
+
+def tensorboard_events(workdir):
+  """TensorBoard's Python reader (plugin_event_accumulator, what `tensorboard
+  --load_fast=false` serves) over a run folder, every event kept. Its purge
+  of an interrupted invocation's events needs a SessionLog START in every
+  invocation: the run's first only marks its start."""
+  # Imported here: only the tests that read events need TensorBoard.
+  from tensorboard.backend.event_processing import plugin_event_accumulator
+  events = plugin_event_accumulator.EventAccumulator(
+      str(workdir), size_guidance={plugin_event_accumulator.TENSORS: 0})
+  events.Reload()
+  return events
+
+
+def tensorboard_scalars(workdir, tag):
+  """[(step, value)] of a scalar tag, as TensorBoard shows it."""
+  from tensorboard.util import tensor_util
+  return [(e.step, tensor_util.make_ndarray(e.tensor_proto).item())
+          for e in tensorboard_events(workdir).Tensors(tag)]

@@ -14,7 +14,6 @@ import time
 
 import jax
 import numpy as np
-from tensorboard.backend.event_processing import event_accumulator
 
 from cnn_jax import input_pipeline
 from cnn_jax import models
@@ -57,13 +56,6 @@ def _numbers(workdir):
   return epochs, {k: summary[k] for k in keep}
 
 
-def _step_losses(workdir):
-  events = event_accumulator.EventAccumulator(
-      str(workdir), size_guidance={event_accumulator.SCALARS: 0})
-  events.Reload()
-  return [(e.step, e.value) for e in events.Scalars('train/loss')]
-
-
 def _prepare(data_dir):
   data = _util.tiny_config().data
   data.update(data_dir=data_dir, manual_dir=_util.MANUAL_DIR, cache=True)
@@ -95,27 +87,37 @@ def test_kill_9_at_any_moment_then_resume_gives_the_same_numbers(
   assert _numbers(killed) == _numbers(straight)
 
 
+def _epochs_done(workdir):
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    return sum(1 for line in f if line.endswith('\n'))
+
+
 def test_with_only_the_last_epoch_checkpointed_a_killed_run_trains_again(
     tmp_path, real_data_dir):
   """The default interval on a fast device: no checkpoint until the end."""
   _prepare(real_data_dir)
   straight, killed = tmp_path / 'straight', tmp_path / 'killed'
   interval = 1e9
-  t0 = time.time()
   assert not _kill_when(straight, real_data_dir, lambda names, s: False,
                         interval)
-  duration = time.time() - t0
   assert os.listdir(straight / 'checkpoints') == ['4']
-  delay = random.uniform(0, duration)
-  print(f'killed after {delay:.2f} s')
-  _kill_when(killed, real_data_dir, lambda names, s: s > delay, interval)
+  # Killed after 2 of its 4 epochs, none of them checkpointed.
+  assert _kill_when(killed, real_data_dir,
+                    lambda names, s: _epochs_done(killed) >= 2, interval)
+  assert not [n for n in os.listdir(killed / 'checkpoints') if n.isdigit()]
+  # At least epoch 1's steps: its events were written before epoch 2's line.
+  assert len(_util.tensorboard_scalars(killed, 'train/loss')) >= 10
   assert not _kill_when(killed, real_data_dir, lambda names, s: False,
                         interval)
   assert _numbers(killed) == _numbers(straight)
-  # TensorBoard shows each step once: what the killed invocation wrote is
-  # hidden, though the rerun resumed from no checkpoint.
-  assert _step_losses(killed) == _step_losses(straight)
-  assert len(_step_losses(straight)) == 40
+  # TensorBoard shows each step once, the rerun's: what the killed
+  # invocation wrote is hidden, though the rerun resumed from no checkpoint.
+  losses = _util.tensorboard_scalars(straight, 'train/loss')
+  assert len(losses) == 40
+  assert _util.tensorboard_scalars(killed, 'train/loss') == losses
 
 
 def test_the_checkpoint_clock_waits_its_interval(monkeypatch):
@@ -131,9 +133,8 @@ def test_the_checkpoint_clock_waits_its_interval(monkeypatch):
   assert every.due() and every.due()
 
 
-def _a_run(workdir, interval_s):
+def _a_run(workdir):
   config = _util.tiny_config()
-  config.checkpoint_interval_s = interval_s
   model = models.create_model(config.model)
   tx = train.create_optimizer(config, 4)
   state = jax.device_get(train.create_train_state(jax.random.key(0), model,
@@ -144,27 +145,31 @@ def _a_run(workdir, interval_s):
 
 
 def _end_epoch(run, state, epoch, checkpoint):
+  """Ends `epoch` with a state whose step counter says which epoch it is."""
   record = {'epoch': epoch, 'train_loss': 1.0, 'train_accuracy': 0.5,
             'val_loss': 1.0, 'val_accuracy': epoch / 10, 'epoch_time_s': 1.0,
             'images_per_sec': 1.0}
   steps = {'loss': np.ones(4), 'accuracy': np.ones(4)}
-  run.end_epoch(state, record, 1.0, steps, checkpoint=checkpoint)
+  run.end_epoch(state.replace(step=np.int32(epoch)), record, 1.0, steps,
+                checkpoint=checkpoint)
 
 
 def test_a_run_that_ends_or_diverges_checkpoints_its_last_good_epoch(
     tmp_path):
-  finished, state = _a_run(tmp_path / 'finished', 1e9)
+  finished, state = _a_run(tmp_path / 'finished')
   for epoch in (1, 2):
     _end_epoch(finished, state, epoch, checkpoint=epoch == 1)
   finished.finish({'accuracy': 0.5, 'loss': 1.0}, 1.0)
   assert sorted(os.listdir(tmp_path / 'finished' / 'checkpoints')) == [
       '1', '2']
+  assert int(_a_run(tmp_path / 'finished')[0].state.step) == 2
 
-  diverged, state = _a_run(tmp_path / 'diverged', 1e9)
+  diverged, state = _a_run(tmp_path / 'diverged')
   for epoch in (1, 2):
     _end_epoch(diverged, state, epoch, checkpoint=False)
   diverged.diverge(3, float('nan'), 1.0)
   assert os.listdir(tmp_path / 'diverged' / 'checkpoints') == ['2']
-  # What a rerun resumes from: epoch 2, its best weights and meta.
-  again, _ = _a_run(tmp_path / 'diverged', 1e9)
+  # What a rerun resumes from: epoch 2's state, best weights and meta.
+  again, _ = _a_run(tmp_path / 'diverged')
   assert again.epoch == 2 and again.meta['best_val_epoch'] == 2
+  assert int(again.state.step) == 2

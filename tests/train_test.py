@@ -12,7 +12,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from cnn_jax import models
@@ -131,24 +130,11 @@ def _epoch_records(workdir):
   return [{k: v for k, v in r.items() if k not in timing} for r in records]
 
 
-def _events(workdir):
-  """TensorBoard's own reader over a run folder, every event kept."""
-  events = event_accumulator.EventAccumulator(
-      str(workdir), size_guidance={event_accumulator.SCALARS: 0})
-  events.Reload()
-  return events
-
-
-def _scalars(workdir, tag):
-  """[(step, value)] of a tag, as TensorBoard shows it."""
-  return [(e.step, e.value) for e in _events(workdir).Scalars(tag)]
-
-
 def _check_step_losses(workdir, steps_per_epoch):
   """Every step's loss, at its global step; each epoch's mean is the
   epoch's train_loss in metrics.jsonl."""
   records = _epoch_records(workdir)
-  losses = _scalars(workdir, 'train/loss')
+  losses = _util.tensorboard_scalars(workdir, 'train/loss')
   assert [step for step, _ in losses] == list(
       range(1, len(records) * steps_per_epoch + 1))
   values = np.array([v for _, v in losses]).reshape(len(records), -1)
@@ -181,13 +167,13 @@ def test_train_and_evaluate_writes_summary_and_metrics(tmp_path, capfd):
 
   # TensorBoard: 32 examples in batches of 8 are 4 steps.
   _check_step_losses(tmp_path, 4)
-  assert _scalars(tmp_path, 'train/learning_rate')[0] == (
+  assert _util.tensorboard_scalars(tmp_path, 'train/learning_rate')[0] == (
       1, pytest.approx(config.learning_rate))
-  assert _scalars(tmp_path, 'epoch/val_accuracy') == [
+  assert _util.tensorboard_scalars(tmp_path, 'epoch/val_accuracy') == [
       (4, pytest.approx(records[0]['val_accuracy']))]
-  assert _scalars(tmp_path, 'test/accuracy') == [
+  assert _util.tensorboard_scalars(tmp_path, 'test/accuracy') == [
       (4, pytest.approx(summary['test_accuracy']))]
-  hparams = _events(tmp_path).PluginTagToContent('hparams')
+  hparams = _util.tensorboard_events(tmp_path).PluginTagToContent('hparams')
   start = plugin_data_pb2.HParamsPluginData.FromString(
       hparams['_hparams_/session_start_info']).session_start_info
   assert start.hparams['model.pooling'].string_value == 'max'
@@ -234,8 +220,9 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
   assert again['test_accuracy'] == summary['test_accuracy']
   # TensorBoard hides what the interrupted invocation wrote after epoch 1:
   # each step once, with the uninterrupted run's loss.
-  assert _scalars(resumed, 'train/loss') == _scalars(straight, 'train/loss')
-  assert len(_scalars(resumed, 'train/loss')) == 12
+  losses = _util.tensorboard_scalars(resumed, 'train/loss')
+  assert losses == _util.tensorboard_scalars(straight, 'train/loss')
+  assert len(losses) == 12
   assert again['epochs_completed'] == 3
   # Throughput counts only epochs that compiled nothing: not epoch 1 (the
   # first invocation's) nor epoch 2 (the resumed one's), so epoch 3 alone.
