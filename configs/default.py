@@ -48,9 +48,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.max_checkpoints_to_keep = 3
   # An epoch's end writes a checkpoint once this many seconds have passed
   # since the last one (and a run's last epoch always has one): every epoch
-  # of a CPU run, whose epochs take longer; the last only, of a 20-epoch
-  # run on a GPU, where a checkpoint costs about as much as an epoch. A
-  # killed run resumes, exactly, from its last checkpoint. 0 = every epoch.
+  # of a CPU run, whose epochs take longer; usually the last alone of a
+  # 20-epoch run on a GPU, whose epochs take a fraction of a second (README,
+  # "Host time per epoch"). A killed run resumes, exactly, from its last
+  # checkpoint. 0 = every epoch.
   config.checkpoint_interval_s = 10.0
   # How the step runs over all devices of all processes (cnn_jax.parallel):
   # 'pmap', or 'shard_map' (jax.jit of jax.shard_map over a device mesh).
