@@ -1,7 +1,7 @@
 """TensorBoard events and progress: what a user watches while a run trains.
 
 Each run writes TensorBoard event files into its own folder through
-tensorboardX (`tensorboard --logdir=DIR`; given a sweep folder, TensorBoard
+TensorBoard's own writer (`tensorboard --logdir=DIR`; given a sweep folder, TensorBoard
 shows every point as a run): the loss, accuracy and learning rate of every
 step, each epoch's metrics.jsonl record, the test result, and the flattened
 config as hyperparameters. Only the main process writes them.
@@ -11,7 +11,9 @@ tests, the console keeps its one line per epoch.
 """
 
 import contextlib
+import itertools
 import os
+import socket
 import sys
 import time
 from typing import Any, Callable, Iterable, Iterator, TypeVar
@@ -24,10 +26,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from tensorboardX import event_file_writer as tbx_event_file_writer
-from tensorboardX import summary as tbx_summary
-from tensorboardX.proto import event_pb2
-from tensorboardX.proto import summary_pb2
+from tensorboard.compat.proto import event_pb2
+from tensorboard.compat.proto import summary_pb2
+from tensorboard.plugins.hparams import api_pb2 as hparams_api_pb2
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+from tensorboard.plugins.hparams import plugin_data_pb2
+from tensorboard.plugins.hparams import summary_v2 as hparams_summary
+from tensorboard.summary.writer import record_writer
 import tqdm
 from tqdm import contrib as tqdm_contrib
 
@@ -39,6 +44,8 @@ T = TypeVar('T')
 
 # The metrics the HParams dashboard puts beside each run's hyperparameters.
 HPARAM_METRICS = ('epoch/val_accuracy', 'epoch/train_loss', 'test/accuracy')
+
+_FILE_COUNT = itertools.count()
 
 
 def hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -56,13 +63,13 @@ class Events:
   step (e - 1) * steps_per_epoch + i + 1, and an epoch's own metrics sit at
   its last step, so per-step and per-epoch curves share one axis.
 
-  Events go to the file as they are made, through tensorboardX's
-  synchronous `EventsWriter`, one event per step holding that step's loss,
-  accuracy and learning rate. Its `SummaryWriter` sends every scalar
-  through a multiprocessing queue to a writer thread, which cost many times
-  as much per epoch (README, "Host time per epoch"), and flushing it did not
-  wait for that queue, so a killed run could lose events of epochs its
-  checkpoints hold.
+  One event per step holds that step's loss, accuracy and learning rate,
+  written as it is made, and writing an epoch ends with a flush, so a
+  checkpoint never holds an epoch whose events a kill could lose. The
+  records and protos are TensorBoard's own, without TensorFlow: its
+  `EventFileWriter` imports TensorFlow wherever that is installed, and
+  tensorboardX's package imports PyTorch, each seconds of every process's
+  start-up (README, "Start-up").
   """
 
   def __init__(self, workdir: str, config: ml_collections.ConfigDict, *,
@@ -85,16 +92,17 @@ class Events:
     """
     self._steps = steps_per_epoch
     self._learning_rate = learning_rate
-    # File names tell seconds apart only: two invocations in one second
-    # share a name, and the later truncates the earlier's file. With the
-    # epoch in the name, that can only be one the later supersedes.
-    self._file = tbx_event_file_writer.EventsWriter(
-        os.path.join(workdir, 'events'),
-        filename_suffix=f'.from_epoch_{epoch}') if writes else None
+    self._file = None
+    if writes:
+      # TensorBoard's naming; the process id and a count keep two
+      # invocations (or two in one process) from sharing a file.
+      self._file = record_writer.RecordWriter(open(os.path.join(
+          workdir, f'events.out.tfevents.{int(time.time()):010d}.'
+          f'{socket.gethostname()}.{os.getpid()}.{next(_FILE_COUNT)}'),
+          'wb'))
+      self._write(event_pb2.Event(file_version='brain.Event:2'))
     if not epoch:  # At step 0, which no purge reaches.
-      experiment, session_start, _ = tbx_summary.hparams(
-          hparams(config), {tag: None for tag in HPARAM_METRICS})
-      for proto in (experiment, session_start):
+      for proto in _hparams_summaries(hparams(config)):
         self._write(event_pb2.Event(summary=proto))
     self._write(event_pb2.Event(
         step=epoch * steps_per_epoch + 1,
@@ -104,7 +112,7 @@ class Events:
   def _write(self, event: event_pb2.Event) -> None:
     if self._file:
       event.wall_time = time.time()
-      self._file.write_event(event)
+      self._file.write(event.SerializeToString())
 
   def _scalars(self, step: int, values: dict[str, float]) -> None:
     self._write(event_pb2.Event(step=step, summary=summary_pb2.Summary(
@@ -150,6 +158,28 @@ class Events:
     if self._file:
       self._file.close()
       self._file = None
+
+
+def _hparams_summaries(values: dict[str, Any]) -> list[summary_pb2.Summary]:
+  """The HParams dashboard's experiment (hyperparameters and metrics by
+  name and type, no domains: a sweep's runs each write one) and this run's
+  values."""
+  api = hparams_api_pb2
+  types = {bool: api.DATA_TYPE_BOOL, str: api.DATA_TYPE_STRING}
+  experiment = api.Experiment(
+      hparam_infos=[
+          api.HParamInfo(name=name, type=types.get(type(value),
+                                                   api.DATA_TYPE_FLOAT64))
+          for name, value in values.items()],
+      metric_infos=[api.MetricInfo(name=api.MetricName(tag=tag))
+                    for tag in HPARAM_METRICS])
+  content = plugin_data_pb2.HParamsPluginData(experiment=experiment)
+  return [
+      summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+          tag=hparams_metadata.EXPERIMENT_TAG,
+          metadata=hparams_metadata.create_summary_metadata(content),
+          tensor=hparams_metadata.NULL_TENSOR)]),
+      hparams_summary.hparams_pb(values)]
 
 
 @contextlib.contextmanager

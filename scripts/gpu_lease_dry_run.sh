@@ -9,7 +9,7 @@
 #
 # DIR/repo gets the committed tree (git archive HEAD) plus .whl/ and .gpu/,
 # as the device tool sends them; TensorFlow, TFDS, ml_collections and
-# tensorboardX are made unimportable except through the carried wheels; the
+# tensorboard are made unimportable except through the carried wheels; the
 # benchmark, the default run and the sweep are shrunk to minutes (the sweep,
 # one run at a time on a CPU, gets SWEEP_LIMIT_S=900 instead of the lease's
 # 120). It fails unless every step exited 0 and what would come back
@@ -34,7 +34,7 @@ touch "$DIR/.gpu_lease_dry_run"
 git -C "$ROOT" archive HEAD | tar -x -f - -C "$DIR/repo"
 cp -r "$ROOT/.whl" "$ROOT/.gpu" "$DIR/repo/"
 du -sh "$DIR/repo"  # What travels; the device tool takes at most 64 MiB.
-for m in tensorflow tensorflow_datasets ml_collections tensorboardX; do
+for m in tensorflow tensorflow_datasets ml_collections tensorboard; do
   mkdir -p "$DIR/block/$m"
   echo "raise ImportError('$m: not on the GPU image')" \
       > "$DIR/block/$m/__init__.py"

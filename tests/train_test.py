@@ -12,9 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from cnn_jax import models
+from cnn_jax import monitor
 from cnn_jax import parallel
 from cnn_jax import run as run_lib
 from cnn_jax import train
@@ -178,6 +180,17 @@ def test_train_and_evaluate_writes_summary_and_metrics(tmp_path, capfd):
       hparams['_hparams_/session_start_info']).session_start_info
   assert start.hparams['model.pooling'].string_value == 'max'
   assert start.hparams['batch_size'].number_value == 8
+  # The experiment: every hyperparameter with its type, and the metrics.
+  experiment = plugin_data_pb2.HParamsPluginData.FromString(
+      hparams['_hparams_/experiment']).experiment
+  types = {h.name: api_pb2.DataType.Name(h.type)
+           for h in experiment.hparam_infos}
+  assert set(types) == set(start.hparams)
+  assert types['model.pooling'] == 'DATA_TYPE_STRING'
+  assert types['batch_size'] == 'DATA_TYPE_FLOAT64'
+  assert types['model.batch_norm'] == 'DATA_TYPE_BOOL'
+  assert [m.name.tag for m in experiment.metric_infos] == list(
+      monitor.HPARAM_METRICS)
   # Not a terminal: no progress bar, whose redraws would fill a CI log.
   assert '\r' not in capfd.readouterr().err
 
