@@ -51,7 +51,9 @@ def test_end_to_end_on_a_real_slice(tmp_path, real_data_dir):
 
 
 def test_trains_without_tensorflow_from_the_cache(tmp_path, real_data_dir):
-  """Once the decoded splits are cached, a run needs no TensorFlow or TFDS."""
+  """Once the decoded splits are cached, a run needs no TensorFlow or TFDS,
+  and it imports no PyTorch where that is installed (as here, for the
+  benchmark): each costs seconds of start-up (README, "Start-up")."""
   config = _util.tiny_config().data
   config.update(data_dir=real_data_dir, manual_dir=_util.MANUAL_DIR,
                 cache=True)
@@ -62,15 +64,18 @@ def test_trains_without_tensorflow_from_the_cache(tmp_path, real_data_dir):
           '--config.batch_size=50', '--config.data.num_train_examples=500',
           f'--config.data.data_dir={real_data_dir}']
   # A module set to None in sys.modules fails to import.
-  script = ('import runpy, sys\n'
+  script = ('import atexit, runpy, sys\n'
             'for name in ("tensorflow", "tensorflow_datasets"):\n'
             '  sys.modules[name] = None\n'
+            'atexit.register(lambda: print("torch imported:",\n'
+            '                              "torch" in sys.modules))\n'
             f'sys.argv = {argv!r}\n'
             'runpy.run_module("cnn_jax.main", run_name="__main__")\n')
   proc = subprocess.run([sys.executable, '-c', script], cwd=_util.ROOT,
                         capture_output=True, text=True, timeout=600,
                         env=_util.subprocess_env(1))
   assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'torch imported: False' in proc.stdout, proc.stdout[-2000:]
   with open(workdir / 'summary.json') as f:
     summary = json.load(f)
   assert summary['epochs_completed'] == 1
