@@ -2,10 +2,10 @@
 # Prepares, on this machine, what scripts/gpu_lease.sh needs on a lent GPU
 # machine that has no network or TensorFlow (`make gpu-carry` runs it):
 #
-#   .whl/   the wheels of ml_collections and tensorboard at the versions
-#           installed here (that machine's image lacks ml_collections, and
-#           was not seen to hold tensorboard; both are pure Python, so a
-#           wheel from here installs under its Python 3.12)
+#   .whl/   the wheel of ml_collections at the version installed here
+#           (that machine's image lacks it; it has tensorboard, by the
+#           workplace's list of its packages; the wheel is pure Python, so
+#           one from here installs under its Python 3.12)
 #   .gpu/   the decoded-split cache of Fashion-MNIST, written here after TFDS
 #           has prepared and verified the data (about 53 MiB)
 #
@@ -19,7 +19,7 @@ MANUAL_DIR=${MANUAL_DIR:-$(realpath -m ../shared/data/fashion_mnist)}
 rm -rf .whl.new .gpu.new
 trap 'rm -rf .whl.new .gpu.new' EXIT  # Nothing half-written stays behind.
 mkdir -p .whl.new
-for pkg in ml_collections tensorboard; do
+for pkg in ml_collections; do
   version=$($PY -c "import importlib.metadata as m; print(m.version('$pkg'))")
   $PY -m pip download -q --no-deps --only-binary=:all: -d .whl.new \
       "$pkg==$version"

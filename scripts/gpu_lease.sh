@@ -1,10 +1,10 @@
 #!/bin/bash
 # scripts/gpu_check.sh on a lent GPU machine with JAX and PyTorch but no
-# network, TensorFlow or ml_collections (and maybe no tensorboard), in one
-# call of the workplace's device tool, its results packed into the few
-# files that come back from $OUT. Prepare here with `make gpu-carry` (the
-# two wheels in .whl/, the decoded-split cache in .gpu/) and commit, then
-# run, from the repo root there:
+# network, TensorFlow or ml_collections, in one call of the workplace's
+# device tool, its results packed into the few files that come back from
+# $OUT. Prepare here with `make gpu-carry` (the ml_collections wheel in
+# .whl/, the decoded-split cache in .gpu/) and commit, then run, from the
+# repo root there:
 #
 #   CNN_JAX_GIT_COMMIT=<commit> bash scripts/gpu_lease.sh
 #

@@ -8,11 +8,11 @@
 # GPU image, with STEPS='default sweep tests' where it lacks PyTorch.
 #
 # DIR/repo gets the committed tree (git archive HEAD) plus .whl/ and .gpu/,
-# as the device tool sends them; TensorFlow, TFDS, ml_collections and
-# tensorboard are made unimportable except through the carried wheels; the
-# benchmark, the default run and the sweep are shrunk to minutes (the sweep,
-# one run at a time on a CPU, gets SWEEP_LIMIT_S=900 instead of the lease's
-# 120). It fails unless every step exited 0 and what would come back
+# as the device tool sends them; TensorFlow, TFDS and ml_collections are
+# made unimportable except through the carried wheel (the GPU image has
+# tensorboard and PyTorch, so they stay importable); the benchmark, the
+# default run and the sweep are shrunk to minutes (the sweep, one run at a
+# time on a CPU, gets SWEEP_LIMIT_S=900 instead of the lease's 120). It fails unless every step exited 0 and what would come back
 # ($OUT = DIR/out) fits the tool's limits. What it cannot see: the GPU
 # image's JAX 0.11, and torch.compile, which the benchmark runs on a GPU
 # only.
@@ -34,7 +34,7 @@ touch "$DIR/.gpu_lease_dry_run"
 git -C "$ROOT" archive HEAD | tar -x -f - -C "$DIR/repo"
 cp -r "$ROOT/.whl" "$ROOT/.gpu" "$DIR/repo/"
 du -sh "$DIR/repo"  # What travels; the device tool takes at most 64 MiB.
-for m in tensorflow tensorflow_datasets ml_collections tensorboard; do
+for m in tensorflow tensorflow_datasets ml_collections; do
   mkdir -p "$DIR/block/$m"
   echo "raise ImportError('$m: not on the GPU image')" \
       > "$DIR/block/$m/__init__.py"
