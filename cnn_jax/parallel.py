@@ -15,7 +15,6 @@ way. Arguments and results are of two kinds:
 import abc
 from typing import Any, Callable, Sequence
 
-from flax import jax_utils
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
@@ -68,15 +67,27 @@ class Parallelism(abc.ABC):
 
 
 class Pmap(Parallelism):
-  """`jax.pmap`: every array carries a leading axis of local devices."""
+  """`jax.pmap`: every array carries a leading axis of local devices.
+
+  Arrays are placed as the pmapped functions return them, split along a
+  mesh axis named AXIS: pmap compiles again for an argument placed any
+  other way. (flax's `jax_utils.replicate` names its axis otherwise, so a
+  run compiled its epoch twice, once for the first epoch's state and once
+  for the states the program returns; README, "Start-up".)
+  """
+
+  def _put(self, local: Any) -> Any:
+    mesh = jax.sharding.Mesh(np.array(jax.local_devices()), (AXIS,))
+    return jax.device_put(local, jax.NamedSharding(mesh, jax.P(AXIS)))
 
   def replicate(self, tree):
-    return jax_utils.replicate(tree)
+    n = jax.local_device_count()
+    return self._put(jax.tree.map(
+        lambda x: np.broadcast_to(np.asarray(x), (n, *np.shape(x))), tree))
 
   def shard(self, tree):
-    mesh = jax.sharding.Mesh(np.array(jax.local_devices()), (AXIS,))
-    local = jax.tree.map(lambda x: np.asarray(x)[self.local_rows], tree)
-    return jax.device_put(local, jax.NamedSharding(mesh, jax.P(AXIS)))
+    return self._put(
+        jax.tree.map(lambda x: np.asarray(x)[self.local_rows], tree))
 
   def get(self, tree):
     # One transfer for the whole tree, then the first replica on the host.

@@ -12,8 +12,9 @@
 # made unimportable except through the carried wheel (the GPU image has
 # tensorboard and PyTorch, so they stay importable); the benchmark, the
 # default run and the sweep are shrunk to minutes (the sweep, one run at a
-# time on a CPU, gets SWEEP_LIMIT_S=900 instead of the lease's 120). It fails unless every step exited 0 and what would come back
-# ($OUT = DIR/out) fits the tool's limits. What it cannot see: the GPU
+# time on a CPU, gets SWEEP_LIMIT_S=900 instead of the lease's 120). It
+# fails unless every step exited 0 and what would come back ($OUT =
+# DIR/out) fits the tool's limits. What it cannot see: the GPU
 # image's JAX 0.11, and torch.compile, which the benchmark runs on a GPU
 # only.
 set -euo pipefail

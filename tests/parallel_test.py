@@ -9,6 +9,7 @@ import chex
 import jax
 import numpy as np
 import optax
+import pytest
 import tensorflow_datasets as tfds
 
 from cnn_jax import models
@@ -89,6 +90,38 @@ def test_whole_runs_agree_under_pmap_and_shard_map(tmp_path):
   for ra, rb in zip(records['pmap'], records['shard_map']):
     for key in ('train_loss', 'val_loss'):
       np.testing.assert_allclose(ra[key], rb[key], rtol=1e-3)
+
+
+# JAX's monitoring event for each program it lowers, whether XLA then
+# compiles it or the persistent compilation cache (on in the tests) has it.
+_LOWERED = '/jax/core/compile/jaxpr_to_mlir_module_duration'
+
+
+@pytest.mark.parametrize('name', sorted(parallel.PARALLELISMS))
+def test_replicated_arguments_and_results_share_one_program(name):
+  """A mapped function called on `replicate`d arrays, then on its own
+  results (as the training loop passes the state on), lowers once: any
+  other placement of the arguments would compile it again."""
+  par = parallel.create(name)
+  double = par.map(lambda tree: jax.tree.map(lambda x: 2 * x, tree), (R,), R,
+                   donate_argnums=(0,))
+  lowered = []
+
+  def listen(event, duration_secs, **kwargs):
+    del duration_secs, kwargs
+    if event == _LOWERED:
+      lowered.append(event)
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    tree = par.replicate({'w': np.ones((3, 2), np.float32), 'step': 1})
+    for _ in range(3):
+      tree = double(tree)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
+  assert len(lowered) == 1
+  np.testing.assert_array_equal(par.get(tree)['w'], 8 * np.ones((3, 2)))
+  assert par.get(tree)['step'] == 8
 
 
 def test_shard_map_puts_rows_on_their_devices():
