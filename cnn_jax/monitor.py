@@ -1,10 +1,11 @@
 """TensorBoard events and progress: what a user watches while a run trains.
 
 Each run writes TensorBoard event files into its own folder through
-TensorBoard's own writer (`tensorboard --logdir=DIR`; given a sweep folder, TensorBoard
-shows every point as a run): the loss, accuracy and learning rate of every
-step, each epoch's metrics.jsonl record, the test result, and the flattened
-config as hyperparameters. Only the main process writes them.
+TensorBoard's own record writer (`tensorboard --logdir=DIR`; given a sweep
+folder, TensorBoard shows every point as a run): the loss, accuracy and
+learning rate of every step, each epoch's metrics.jsonl record, the test
+result, and the flattened config as hyperparameters. Only the main process
+writes them.
 
 Progress bars (tqdm) appear only on a terminal; elsewhere, as in CI logs and
 tests, the console keeps its one line per epoch.

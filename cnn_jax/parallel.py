@@ -73,7 +73,8 @@ class Pmap(Parallelism):
   mesh axis named AXIS: pmap compiles again for an argument placed any
   other way. (flax's `jax_utils.replicate` names its axis otherwise, so a
   run compiled its epoch twice, once for the first epoch's state and once
-  for the states the program returns; README, "Start-up".)
+  for the states the program returns; README, "Each program compiled
+  once".)
   """
 
   def _put(self, local: Any) -> Any:

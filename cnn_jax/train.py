@@ -62,13 +62,19 @@ def create_optimizer(config: ml_collections.ConfigDict,
                      mask=kernels_only)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _init_variables(model: models.CNN, rng: jax.Array) -> Any:
+  """One compiled program per model, whatever the seed: op by op, init
+  compiled each op on its own, and each seed compiling it again cost
+  seconds on a CPU (its random initializers alone compile for about 1 s)."""
+  dummy = jnp.zeros((1,) + input_pipeline.IMAGE_SHAPE, jnp.float32)
+  return model.init(rng, dummy, train=False)
+
+
 def create_train_state(rng: jax.Array, model: models.CNN,
                        tx: optax.GradientTransformation) -> TrainState:
   """Initializes parameters, BatchNorm statistics and the optimizer state."""
-  dummy = jnp.zeros((1,) + input_pipeline.IMAGE_SHAPE, jnp.float32)
-  # One compiled program: op by op, init compiled each op on its own and
-  # took seconds of a run's start-up (README, Speed).
-  variables = jax.jit(functools.partial(model.init, train=False))(rng, dummy)
+  variables = _init_variables(model, rng)
   return TrainState.create(
       apply_fn=model.apply,
       params=variables['params'],

@@ -92,11 +92,6 @@ def test_whole_runs_agree_under_pmap_and_shard_map(tmp_path):
       np.testing.assert_allclose(ra[key], rb[key], rtol=1e-3)
 
 
-# JAX's monitoring event for each program it lowers, whether XLA then
-# compiles it or the persistent compilation cache (on in the tests) has it.
-_LOWERED = '/jax/core/compile/jaxpr_to_mlir_module_duration'
-
-
 @pytest.mark.parametrize('name', sorted(parallel.PARALLELISMS))
 def test_replicated_arguments_and_results_share_one_program(name):
   """A mapped function called on `replicate`d arrays, then on its own
@@ -105,21 +100,11 @@ def test_replicated_arguments_and_results_share_one_program(name):
   par = parallel.create(name)
   double = par.map(lambda tree: jax.tree.map(lambda x: 2 * x, tree), (R,), R,
                    donate_argnums=(0,))
-  lowered = []
-
-  def listen(event, duration_secs, **kwargs):
-    del duration_secs, kwargs
-    if event == _LOWERED:
-      lowered.append(event)
-
-  jax.monitoring.register_event_duration_secs_listener(listen)
-  try:
+  with _util.lowered_programs() as lowered:
     tree = par.replicate({'w': np.ones((3, 2), np.float32), 'step': 1})
     for _ in range(3):
       tree = double(tree)
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listen)
-  assert len(lowered) == 1
+  assert len(lowered) == 1, lowered
   np.testing.assert_array_equal(par.get(tree)['w'], 8 * np.ones((3, 2)))
   assert par.get(tree)['step'] == 8
 

@@ -108,6 +108,16 @@ def test_zero_weight_decay_is_plain_adam():
   chex.assert_trees_all_close(u3['b'], u2['b'])  # ...biases do not.
 
 
+def test_the_seeds_of_one_model_share_one_init_program():
+  model, tx = models.CNN(), optax.sgd(0.1)
+  with _util.lowered_programs() as lowered:
+    states = [train.create_train_state(jax.random.key(k), model, tx)
+              for k in range(3)]
+  assert lowered.count('jit(_init_variables)') == 1, lowered
+  kernels = [s.params['conv1']['kernel'] for s in states]
+  assert not np.allclose(kernels[0], kernels[1])  # Each seed its own draw.
+
+
 def test_eval_step_ignores_masked_examples():
   state = _state(models.CNN(bn_axis_name=None))
   batch = _batch(4)

@@ -19,7 +19,8 @@ done
 for commit in "$@"; do
   for path in cpu gpu; do
     args=()
-    [ $path = gpu ] && args=(--config.epoch_loop=scan --config.model.layers=flax)
+    [ $path = gpu ] && \
+        args=(--config.epoch_loop=scan --config.model.layers=flax)
     (cd $T/$commit && JAX_LOG_COMPILES=1 $PY -m cnn_jax.main \
         --config=configs/default.py --workdir=$T/runs/${commit}_$path \
         --config.num_epochs=2 --config.data.num_train_examples=1000 \

@@ -34,7 +34,9 @@ for round in $(seq "$ROUNDS"); do
         --config.data.data_dir="$DATA_DIR" --compilation_cache= \
         > $T/${commit}_$round.log 2>&1)
     took=$(seconds "$start")
-    epoch=$($PY -c "import json; print(json.load(open('$T/runs/${commit}_$round/summary.json'))['target_epoch'])")
+    epoch=$($PY -c "import json, sys
+print(json.load(open(sys.argv[1]))['target_epoch'])" \
+        "$T/runs/${commit}_$round/summary.json")
     echo "round $round, $commit: time to 90%: $took s (epoch $epoch)"
   done
 done
