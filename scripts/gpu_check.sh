@@ -96,11 +96,14 @@ step benchmark '' env XLA_PYTHON_CLIENT_MEM_FRACTION=.3 \
     $PY -m cnn_jax.benchmark --workdir="$OUT/benchmark" \
     --manual_dir="$MANUAL_DIR" --data_dir="$DATA_DIR" ${BENCH_ARGS:-}
 
-step default '' $PY -m cnn_jax.main --config=configs/default.py \
-    --workdir="$OUT/default" --config.data.data_dir="$DATA_DIR" \
-    --start_over ${RUN_ARGS:-}
+# The run's and the sweep's logs name every program XLA compiles and how
+# long it took on this device (JAX_LOG_COMPILES): where a run's fixed time
+# goes.
+step default '' env JAX_LOG_COMPILES=1 $PY -m cnn_jax.main \
+    --config=configs/default.py --workdir="$OUT/default" \
+    --config.data.data_dir="$DATA_DIR" --start_over ${RUN_ARGS:-}
 
-step sweep "${SWEEP_LIMIT_S:-}" $PY -m cnn_jax.sweep \
+step sweep "${SWEEP_LIMIT_S:-}" env JAX_LOG_COMPILES=1 $PY -m cnn_jax.sweep \
     --config=configs/sweeps/activation_pooling.py --workdir="$OUT/sweep/runs" \
     --config.data.data_dir="$DATA_DIR" ${RUN_ARGS:-}
 
