@@ -261,13 +261,23 @@ def device_batch_indices(rng: jax.Array, num_examples: int, batch_size: int,
   return perm[:, device_index]
 
 
-def shard_for_eval(split: Split, batch_size: int, num_devices: int) -> Split:
+def eval_steps(split: Split, batch_size: int) -> int:
+  """The batches that hold a split, the last one padded."""
+  return -(-split['label'].shape[0] // batch_size)
+
+
+def shard_for_eval(split: Split, batch_size: int, num_devices: int, *,
+                   steps: int | None = None) -> Split:
   """Pads a split and lays it out as [devices, steps, batch // devices, ...].
 
   Padding examples carry mask 0, so every example counts exactly once.
+  `steps` (default: `eval_steps`) pads further, with whole batches of
+  padding, so that splits of different sizes share one array shape.
   """
   n = split['label'].shape[0]
-  steps = -(-n // batch_size)
+  steps = steps or eval_steps(split, batch_size)
+  if steps < eval_steps(split, batch_size):
+    raise ValueError(f'{steps} steps of {batch_size} cannot hold {n} examples')
   pad = steps * batch_size - n
   out = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
          for k, v in split.items()}

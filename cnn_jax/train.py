@@ -168,17 +168,24 @@ def train_batch(state: TrainState, data: dict[str, jnp.ndarray],
   return train_step(state, batch, label_smoothing=label_smoothing)
 
 
-def evaluate_split(state: TrainState, split: dict[str, jnp.ndarray]
-                   ) -> dict[str, jnp.ndarray]:
-  """Totals of eval_step over this device's rows of a split (shard_for_eval)."""
+def evaluate_split(state: TrainState, split: dict[str, jnp.ndarray],
+                   num_steps: jnp.ndarray) -> dict[str, jnp.ndarray]:
+  """Totals of eval_step over the first `num_steps` steps of this device's
+  rows of a split (shard_for_eval).
 
-  def body(totals, batch):
+  The step count is an argument, not the array's length, so that splits
+  padded to one shape (validation and test) share one compiled program;
+  the padding steps past `num_steps` are skipped.
+  """
+
+  def body(i, totals):
+    batch = jax.tree.map(
+        lambda x: lax.dynamic_index_in_dim(x, i, keepdims=False), split)
     batch = dict(batch, image=input_pipeline.normalize(batch['image']))
-    step = eval_step(state, batch)
-    return jax.tree.map(jnp.add, totals, step), None
+    return jax.tree.map(jnp.add, totals, eval_step(state, batch))
 
-  zeros = {'loss': 0.0, 'correct': 0.0, 'count': 0.0}
-  totals, _ = lax.scan(body, zeros, split)
+  zeros = {k: jnp.zeros((), jnp.float32) for k in ('loss', 'correct', 'count')}
+  totals = lax.fori_loop(0, num_steps, body, zeros)
   return lax.psum(totals, axis_name=AXIS)
 
 
@@ -281,9 +288,10 @@ def compile_epoch_plan(par: parallel.Parallelism, num_examples: int,
 
 
 def compile_evaluate(par: parallel.Parallelism) -> Callable:
-  """(state, split) -> each seed's {'loss', 'correct', 'count'} totals."""
-  return par.map(jax.vmap(evaluate_split, in_axes=(0, None)),
-                 (REPLICATED, SHARDED), REPLICATED)
+  """(state, split, num_steps) -> each seed's {'loss', 'correct', 'count'}
+  totals."""
+  return par.map(jax.vmap(evaluate_split, in_axes=(0, None, None)),
+                 (REPLICATED, SHARDED, REPLICATED), REPLICATED)
 
 
 def stack(trees: Sequence[Any]) -> Any:
@@ -358,10 +366,12 @@ def _open_runs(configs: Sequence[ml_collections.ConfigDict],
 
 
 def _evaluate(p_evaluate: Callable, par: parallel.Parallelism,
-              state: TrainState, split: dict[str, jax.Array]
+              state: TrainState,
+              split: tuple[dict[str, jax.Array], jax.Array]
               ) -> list[dict[str, float]]:
-  """Each seed's accuracy and loss on a split, evaluated where the state is."""
-  totals = par.get(p_evaluate(state, split))
+  """Each seed's accuracy and loss on a split (its data and steps),
+  evaluated where the state is."""
+  totals = par.get(p_evaluate(state, *split))
   return [{'accuracy': float(c / n), 'loss': float(l / n)} for c, l, n in
           zip(totals['correct'], totals['loss'], totals['count'])]
 
@@ -428,9 +438,14 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
         f'config.batch_size must be <= the number of training examples '
         f'({num_train}); got {config.batch_size}')
   train_data = par.replicate(splits['train'])
-  eval_data = {name: par.shard(input_pipeline.shard_for_eval(
-      splits[name], config.eval_batch_size, par.num_devices))
-               for name in ('validation', 'test')}
+  # Validation and test padded to one shape: one compiled evaluation (each
+  # shape compiled its own, seconds on a CPU); (data, its steps) per split.
+  steps = {name: input_pipeline.eval_steps(splits[name], config.eval_batch_size)
+           for name in ('validation', 'test')}
+  eval_data = {name: (par.shard(input_pipeline.shard_for_eval(
+      splits[name], config.eval_batch_size, par.num_devices,
+      steps=max(steps.values()))), par.replicate(np.int32(n)))
+               for name, n in steps.items()}
 
   # --- Model, optimizer and runs --------------------------------------------
   model = models.create_model(config.model)

@@ -102,6 +102,21 @@ def test_shard_for_eval_counts_every_example_once():
   assert sharded['mask'].sum() == n
 
 
+def test_shard_for_eval_pads_to_a_given_number_of_steps():
+  n = 23
+  split = {'image': np.zeros((n, 1, 1, 1), np.uint8),
+           'label': np.arange(n, dtype=np.int32)}
+  assert input_pipeline.eval_steps(split, 10) == 3
+  sharded = input_pipeline.shard_for_eval(split, batch_size=10, num_devices=2,
+                                          steps=5)
+  assert sharded['label'].shape == (2, 5, 5)
+  assert sharded['mask'].sum() == n
+  assert not sharded['mask'][:, 3:].any()  # Whole batches of padding.
+  with pytest.raises(ValueError, match='2 steps of 10 cannot hold 23'):
+    input_pipeline.shard_for_eval(split, batch_size=10, num_devices=2,
+                                  steps=2)
+
+
 def test_normalize_maps_pixels_to_unit_interval():
   x = input_pipeline.normalize(jnp.array([0, 255], jnp.uint8))
   np.testing.assert_allclose(x, [0.0, 1.0])

@@ -15,6 +15,7 @@ import pytest
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from cnn_jax import input_pipeline
 from cnn_jax import models
 from cnn_jax import monitor
 from cnn_jax import parallel
@@ -116,6 +117,33 @@ def test_the_seeds_of_one_model_share_one_init_program():
   assert lowered.count('jit(_init_variables)') == 1, lowered
   kernels = [s.params['conv1']['kernel'] for s in states]
   assert not np.allclose(kernels[0], kernels[1])  # Each seed its own draw.
+
+
+def test_validation_and_test_share_one_evaluation_program():
+  """Splits of 30 and 70 examples, padded to one shape, lower one program,
+  and each gives the totals of its own examples, as evaluated unpadded."""
+  par = parallel.create('pmap')
+  state = par.replicate(train.stack([_sgd_state(models.CNN())]))
+  evaluate = train.compile_evaluate(par)
+  rng = np.random.RandomState(0)
+  splits = [{'image': rng.randint(0, 256, (n, 28, 28, 1)).astype(np.uint8),
+             'label': rng.randint(0, 10, n).astype(np.int32)}
+            for n in (30, 70)]
+
+  def totals(split, steps=None):
+    data = input_pipeline.shard_for_eval(split, 10, 2, steps=steps)
+    n = input_pipeline.eval_steps(split, 10)
+    return par.get(evaluate(state, par.shard(data),
+                            par.replicate(np.int32(n))))
+
+  with _util.lowered_programs() as lowered:
+    padded = [totals(split, steps=7) for split in splits]
+  assert len(lowered) == 1, lowered
+  for split, got in zip(splits, padded):
+    want = totals(split)  # Its own shape: 3 or 7 steps.
+    assert got['count'][0] == split['label'].shape[0]
+    assert got['correct'][0] == want['correct'][0]
+    np.testing.assert_allclose(got['loss'], want['loss'], rtol=1e-6)
 
 
 def test_eval_step_ignores_masked_examples():
