@@ -438,14 +438,15 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
         f'config.batch_size must be <= the number of training examples '
         f'({num_train}); got {config.batch_size}')
   train_data = par.replicate(splits['train'])
-  # Validation and test padded to one shape: one compiled evaluation (each
-  # shape compiled its own, seconds on a CPU); (data, its steps) per split.
-  steps = {name: input_pipeline.eval_steps(splits[name], config.eval_batch_size)
-           for name in ('validation', 'test')}
+  # Validation and test padded to one shape, so one compiled evaluation
+  # serves both (each shape compiled its own); (data, its batches) each.
+  batches = {name: input_pipeline.eval_steps(splits[name],
+                                             config.eval_batch_size)
+             for name in ('validation', 'test')}
   eval_data = {name: (par.shard(input_pipeline.shard_for_eval(
       splits[name], config.eval_batch_size, par.num_devices,
-      steps=max(steps.values()))), par.replicate(np.int32(n)))
-               for name, n in steps.items()}
+      steps=max(batches.values()))), par.replicate(np.int32(n)))
+               for name, n in batches.items()}
 
   # --- Model, optimizer and runs --------------------------------------------
   model = models.create_model(config.model)
