@@ -1,0 +1,70 @@
+#!/bin/bash
+# A run's fixed seconds on a lent GPU machine, cold and warm, in one short
+# call of the workplace's device tool (carry [".whl", ".gpu"], as
+# scripts/gpu_lease.sh; from the repo root):
+#
+#   CNN_JAX_GIT_COMMIT=<commit> bash experiments/gpu_fixed_costs/run.sh
+#
+# Writes $OUT/times.txt (each process: exit status, launch-to-exit seconds,
+# and the in-process seconds summary.json records), $OUT/phases.txt
+# (phases.py) and $OUT/logs.tar.gz. "cold": a fresh compilation cache;
+# "warm": the same command again, its programs read from that cache.
+# RUN_ARGS shrinks the runs for a trial on a CPU, TORCH_DEVICE=none skips
+# PyTorch there; PY picks the Python.
+set -uo pipefail
+: "${OUT:?OUT: the folder whose files come back}"
+PY=${PY:-python3}
+W=${WORK:-/tmp/gpu_fixed_costs}
+rm -rf "$W" && mkdir -p "$W"
+if [ -d .whl ]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+      --target "$W/site" .whl/*.whl || exit 1
+fi
+export PYTHONPATH=$W/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONUNBUFFERED=1
+DATA=$PWD/.gpu/tfds
+$PY scripts/idx_from_cache.py "$DATA" "$W/idx" > /dev/null || exit 1
+echo "commit ${CNN_JAX_GIT_COMMIT:-unknown}" > "$OUT/times.txt"
+
+timed() {  # name, command...: one process, bounded, logged, timed
+  local name=$1; shift
+  local a=$(date +%s.%N)
+  timeout -k 5 90 "$@" > "$W/$name.log" 2>&1
+  local rc=$? b=$(date +%s.%N) inproc=-
+  if [ -f "$W/$name/summary.json" ]; then
+    inproc=$($PY -c "import json,sys; s=json.load(open(sys.argv[1]))
+print('%.2f s in process (wall_time_s), time_to_target_s %s' % (
+    s['wall_time_s'], s.get('time_to_target_s')))" "$W/$name/summary.json")
+  fi
+  awk -v n="$name" -v rc=$rc -v a="$a" -v b="$b" -v i="$inproc" \
+      'BEGIN { printf "%-14s rc=%d %6.2f s launch to exit; %s\n", n, rc, b - a, i }' \
+      | tee -a "$OUT/times.txt"
+}
+main() {  # name, cache folder ('' = off), args...
+  local name=$1 cache=$2; shift 2
+  timed "$name" env ${LOGC:-} $PY -m cnn_jax.main --workdir="$W/$name" \
+      --config.data.data_dir="$DATA" --compilation_cache="$cache" \
+      "$@" ${RUN_ARGS:-}
+}
+
+timeout -k 5 60 $PY experiments/gpu_fixed_costs/phases.py "$DATA" \
+    > "$OUT/phases.txt" 2>&1
+main default_cold "$W/cache" --config=configs/default.py
+LOGC=JAX_LOG_COMPILES=1 main default_logged "$W/cache_logged" \
+    --config=configs/default.py
+main default_warm "$W/cache" --config=configs/default.py
+for round in 1 2; do
+  main fast_cold_$round '' --config=configs/fast.py \
+      --config.target_test_accuracy=0.9
+  [ "${TORCH_DEVICE:-cuda}" = none ] || timed torch_$round $PY -m cnn_jax.torch_reference time_to_target \
+      --manual_dir="$W/idx" --target=0.9 --batch_size=100 --threads=2 \
+      --device=${TORCH_DEVICE:-cuda}
+done
+main fast_fill "$W/cache_fast" --config=configs/fast.py \
+    --config.target_test_accuracy=0.9
+main fast_warm "$W/cache_fast" --config=configs/fast.py \
+    --config.target_test_accuracy=0.9
+tar czf "$OUT/logs.tar.gz" -C "$W" --exclude=checkpoints \
+    --exclude='events.out.tfevents*' --exclude=site --exclude=idx \
+    --exclude='cache*' .
+cat "$OUT/phases.txt" "$OUT/times.txt"
