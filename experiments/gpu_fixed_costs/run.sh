@@ -40,29 +40,30 @@ print('%.2f s in process (wall_time_s), time_to_target_s %s' % (
       'BEGIN { printf "%-14s rc=%d %6.2f s launch to exit; %s\n", n, rc, b - a, i }' \
       | tee -a "$OUT/times.txt"
 }
-main() {  # name, cache folder ('' = off), args...
-  local name=$1 cache=$2; shift 2
-  timed "$name" env ${LOGC:-} $PY -m cnn_jax.main --workdir="$W/$name" \
+main() {  # name, cache folder ('' = off), config file, args...
+  local name=$1 cache=$2 config=$3; shift 3
+  timed "$name" env ${LOGC:-} $PY -m cnn_jax.main --config="$config" \
+      --workdir="$W/$name" \
       --config.data.data_dir="$DATA" --compilation_cache="$cache" \
       "$@" ${RUN_ARGS:-}
 }
 
 timeout -k 5 60 $PY experiments/gpu_fixed_costs/phases.py "$DATA" \
     > "$OUT/phases.txt" 2>&1
-main default_cold "$W/cache" --config=configs/default.py
-LOGC=JAX_LOG_COMPILES=1 main default_logged "$W/cache_logged" \
-    --config=configs/default.py
-main default_warm "$W/cache" --config=configs/default.py
+main default_cold "$W/cache" configs/default.py
+LOGC=JAX_LOG_COMPILES=1 main default_logged "$W/cache_logged" configs/default.py
+main default_warm "$W/cache" configs/default.py
 for round in 1 2; do
-  main fast_cold_$round '' --config=configs/fast.py \
+  main fast_cold_$round '' configs/fast.py \
       --config.target_test_accuracy=0.9
-  [ "${TORCH_DEVICE:-cuda}" = none ] || timed torch_$round $PY -m cnn_jax.torch_reference time_to_target \
+  [ "${TORCH_DEVICE:-cuda}" = none ] || timed torch_$round \
+      $PY -m cnn_jax.torch_reference time_to_target \
       --manual_dir="$W/idx" --target=0.9 --batch_size=100 --threads=2 \
       --device=${TORCH_DEVICE:-cuda}
 done
-main fast_fill "$W/cache_fast" --config=configs/fast.py \
+main fast_fill "$W/cache_fast" configs/fast.py \
     --config.target_test_accuracy=0.9
-main fast_warm "$W/cache_fast" --config=configs/fast.py \
+main fast_warm "$W/cache_fast" configs/fast.py \
     --config.target_test_accuracy=0.9
 tar czf "$OUT/logs.tar.gz" -C "$W" --exclude=checkpoints \
     --exclude='events.out.tfevents*' --exclude=site --exclude=idx \
