@@ -44,10 +44,12 @@ def main(data_dir: str) -> None:
       steps=max(steps.values()))) for n in steps])
   model = models.create_model(config.model)
   tx = train.create_optimizer(config, 550)
-  keys = phase('keys, seed 0', train._keys(0))  # pylint: disable=protected-access
-  phase('keys, seed 1', train._keys(1))  # pylint: disable=protected-access
-  phase('create_train_state', train.create_train_state(keys[0], model, tx))
-  phase('create_train_state again', train.create_train_state(keys[1], model, tx))
+  keys = train._keys  # pylint: disable=protected-access
+  init_key = phase('keys, seed 0', keys(0))[0]
+  phase('keys, seed 1', keys(1))
+  state = train.create_train_state
+  phase('create_train_state', state(init_key, model, tx))
+  phase('create_train_state again', state(keys(1)[0], model, tx))
   schedule = jax.jit(train.learning_rate_fn(config, 550))
   phase('learning rates of an epoch', schedule(np.arange(550)))
   phase('model_table', monitor.model_table(model, config.model))

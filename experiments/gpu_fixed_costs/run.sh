@@ -6,8 +6,9 @@
 #   CNN_JAX_GIT_COMMIT=<commit> bash experiments/gpu_fixed_costs/run.sh
 #
 # Writes $OUT/times.txt (each process: exit status, launch-to-exit seconds,
-# and the in-process seconds summary.json records), $OUT/phases.txt
-# (phases.py) and $OUT/logs.tar.gz. "cold": a fresh compilation cache;
+# and the in-process seconds summary.json records), $OUT/phases*.txt
+# (phases.py, as is and without JAX's GPU memory preallocation: "_nopre"
+# runs) and $OUT/logs.tar.gz. "cold": a fresh compilation cache;
 # "warm": the same command again, its programs read from that cache.
 # RUN_ARGS shrinks the runs for a trial on a CPU, TORCH_DEVICE=none skips
 # PyTorch there; PY picks the Python.
@@ -37,12 +38,13 @@ print('%.2f s in process (wall_time_s), time_to_target_s %s' % (
     s['wall_time_s'], s.get('time_to_target_s')))" "$W/$name/summary.json")
   fi
   awk -v n="$name" -v rc=$rc -v a="$a" -v b="$b" -v i="$inproc" \
-      'BEGIN { printf "%-14s rc=%d %6.2f s launch to exit; %s\n", n, rc, b - a, i }' \
+      'BEGIN { printf "%-19s rc=%d %6.2f s launch to exit; %s\n",
+               n, rc, b - a, i }' \
       | tee -a "$OUT/times.txt"
 }
 main() {  # name, cache folder ('' = off), config file, args...
   local name=$1 cache=$2 config=$3; shift 3
-  timed "$name" env ${LOGC:-} $PY -m cnn_jax.main --config="$config" \
+  timed "$name" env ${RUN_ENV:-} $PY -m cnn_jax.main --config="$config" \
       --workdir="$W/$name" \
       --config.data.data_dir="$DATA" --compilation_cache="$cache" \
       "$@" ${RUN_ARGS:-}
@@ -50,9 +52,17 @@ main() {  # name, cache folder ('' = off), config file, args...
 
 timeout -k 5 60 $PY experiments/gpu_fixed_costs/phases.py "$DATA" \
     > "$OUT/phases.txt" 2>&1
+# JAX takes 75% of the GPU's memory at its first operation (its default
+# preallocation). The first transfer, the training data's, took 2.14 s on
+# an H200 at 4babcaa (phases.txt): is the preallocation most of it?
+NOPRE=XLA_PYTHON_CLIENT_PREALLOCATE=false
+timeout -k 5 60 env $NOPRE $PY experiments/gpu_fixed_costs/phases.py \
+    "$DATA" > "$OUT/phases_nopre.txt" 2>&1
 main default_cold "$W/cache" configs/default.py
-LOGC=JAX_LOG_COMPILES=1 main default_logged "$W/cache_logged" configs/default.py
+RUN_ENV=JAX_LOG_COMPILES=1 main default_logged "$W/cache_logged" \
+    configs/default.py
 main default_warm "$W/cache" configs/default.py
+RUN_ENV=$NOPRE main default_warm_nopre "$W/cache" configs/default.py
 for round in 1 2; do
   main fast_cold_$round '' configs/fast.py \
       --config.target_test_accuracy=0.9
@@ -65,7 +75,19 @@ main fast_fill "$W/cache_fast" configs/fast.py \
     --config.target_test_accuracy=0.9
 main fast_warm "$W/cache_fast" configs/fast.py \
     --config.target_test_accuracy=0.9
+RUN_ENV=$NOPRE main fast_warm_nopre "$W/cache_fast" configs/fast.py \
+    --config.target_test_accuracy=0.9
+RUN_ENV=$NOPRE main fast_cold_nopre '' configs/fast.py \
+    --config.target_test_accuracy=0.9
+# JAX's own minimum for caching a program (1 s), as where
+# JAX_COMPILATION_CACHE_DIR is set (cli.start), against the project's 0:
+# fast_fill paid 2.0 s in process over fast_cold_* at 4babcaa.
+CACHE_ENV=JAX_COMPILATION_CACHE_DIR=$W/cache_env
+RUN_ENV=$CACHE_ENV main fast_fill_env '' configs/fast.py \
+    --config.target_test_accuracy=0.9
+RUN_ENV=$CACHE_ENV main fast_warm_env '' configs/fast.py \
+    --config.target_test_accuracy=0.9
 tar czf "$OUT/logs.tar.gz" -C "$W" --exclude=checkpoints \
     --exclude='events.out.tfevents*' --exclude=site --exclude=idx \
     --exclude='cache*' .
-cat "$OUT/phases.txt" "$OUT/times.txt"
+cat "$OUT"/phases*.txt "$OUT/times.txt"
