@@ -110,13 +110,29 @@ def test_zero_weight_decay_is_plain_adam():
 
 
 def test_the_seeds_of_one_model_share_one_init_program():
-  model, tx = models.CNN(), optax.sgd(0.1)
+  # Unusual widths, so that no earlier test has compiled an op of these
+  # shapes: the optimizer's init, run op by op, would lower programs here.
+  model, tx = models.CNN(features=(3, 5)), optax.adam(0.1)
+  keys = [jax.random.key(k) for k in range(3)]
   with _util.lowered_programs() as lowered:
-    states = [train.create_train_state(jax.random.key(k), model, tx)
-              for k in range(3)]
-  assert lowered.count('jit(_init_variables)') == 1, lowered
+    states = [train.create_train_state(key, model, tx) for key in keys]
+  assert lowered == ['jit(_init_variables)'], lowered
   kernels = [s.params['conv1']['kernel'] for s in states]
   assert not np.allclose(kernels[0], kernels[1])  # Each seed its own draw.
+  assert jax.tree.map(np.shape, states[0].opt_state) == jax.tree.map(
+      np.shape, tx.init(states[0].params))
+
+
+def test_a_runs_keys_are_one_program_and_the_seeds_own_draw():
+  with _util.lowered_programs() as lowered:
+    keys = [train._keys(s) for s in (0, 1, 2**31 - 1)]  # pylint: disable=protected-access
+  assert lowered.count('jit(_keys)') <= 1, lowered  # 0: compiled earlier.
+  assert all(p == 'jit(_keys)' for p in lowered), lowered
+  for seed, pair in zip((0, 1, 2**31 - 1), keys):
+    eager = jax.random.split(jax.random.key(seed))
+    for ours, theirs in zip(pair, eager):  # What every result was drawn from.
+      np.testing.assert_array_equal(jax.random.key_data(ours),
+                                    jax.random.key_data(theirs))
 
 
 def test_validation_and_test_share_one_evaluation_program():
