@@ -14,9 +14,9 @@
 # default run and the sweep are shrunk to minutes (the sweep, one run at a
 # time on a CPU, gets SWEEP_LIMIT_S=900 instead of the lease's 120). It
 # fails unless every step exited 0 and what would come back ($OUT =
-# DIR/out) fits the tool's limits. What it cannot see: the GPU
-# image's JAX 0.11, and torch.compile, which the benchmark runs on a GPU
-# only.
+# DIR/out) fits the tool's limits. What it cannot see: torch.compile, which
+# the benchmark runs on a GPU only; the GPU image's JAX 0.11 only under a
+# VENV that has it (README, "On this workplace's lent GPU machine").
 set -euo pipefail
 DIR=$(realpath -m "${1:-/tmp/gpu_lease_dry_run}")
 ROOT=$(git rev-parse --show-toplevel)
