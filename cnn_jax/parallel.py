@@ -61,6 +61,12 @@ class Parallelism(abc.ABC):
     """REPLICATED device arrays -> one host copy."""
 
   @abc.abstractmethod
+  def abstract(self, tree: Any, kind: str) -> Any:
+    """Host shapes (`jax.ShapeDtypeStruct`s) -> the shapes and placement
+    that `replicate` (REPLICATED) or `shard` (SHARDED) would give them: a
+    program lowered with these compiles exactly as it will be called."""
+
+  @abc.abstractmethod
   def map(self, fn: Callable, in_kinds: Sequence[str], out_kinds: Kinds, *,
           donate_argnums: tuple[int, ...] = ()) -> Callable:
     """Compiles `fn`, written for one device, to run on all of them."""
@@ -77,9 +83,12 @@ class Pmap(Parallelism):
   once".)
   """
 
-  def _put(self, local: Any) -> Any:
+  def _sharding(self) -> jax.sharding.Sharding:
     mesh = jax.sharding.Mesh(np.array(jax.local_devices()), (AXIS,))
-    return jax.device_put(local, jax.NamedSharding(mesh, jax.P(AXIS)))
+    return jax.NamedSharding(mesh, jax.P(AXIS))
+
+  def _put(self, local: Any) -> Any:
+    return jax.device_put(local, self._sharding())
 
   def replicate(self, tree):
     n = jax.local_device_count()
@@ -93,6 +102,12 @@ class Pmap(Parallelism):
   def get(self, tree):
     # One transfer for the whole tree, then the first replica on the host.
     return jax.tree.map(lambda x: x[0], jax.device_get(tree))
+
+  def abstract(self, tree, kind):
+    n, sharding = jax.local_device_count(), self._sharding()
+    rows = lambda shape: (n, *shape) if kind == REPLICATED else (n, *shape[1:])
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+        rows(x.shape), x.dtype, sharding=sharding), tree)
 
   def map(self, fn, in_kinds, out_kinds, *, donate_argnums=()):
     del in_kinds, out_kinds  # Every argument and result has a device axis.
@@ -124,6 +139,13 @@ class ShardMap(Parallelism):
 
   def get(self, tree):
     return jax.device_get(jax.tree.map(lambda x: x.addressable_data(0), tree))
+
+  def abstract(self, tree, kind):
+    # Global arrays have the host arrays' shapes.
+    spec = jax.P() if kind == REPLICATED else jax.P(AXIS)
+    sharding = jax.NamedSharding(self.mesh, spec)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+        x.shape, x.dtype, sharding=sharding), tree)
 
   def map(self, fn, in_kinds, out_kinds, *, donate_argnums=()):
     spec = {REPLICATED: jax.P(), SHARDED: jax.P(AXIS)}

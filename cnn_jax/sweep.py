@@ -15,8 +15,11 @@ training logic lives here: points that differ only in seed are one
 `train.train_and_evaluate` call. The default
 --vmap_seeds=auto groups seeds on GPUs and TPUs only: on the 2-core CPU the
 vmapped program was slower than the runs one by one (README, benchmark).
+Likewise --compile_ahead=auto: while a point trains, a thread compiles the
+next point's programs into the compilation cache (`train.precompile`).
 """
 
+import concurrent.futures
 import copy
 import difflib
 import itertools
@@ -226,16 +229,30 @@ def _train(configs: dict[str, ml_collections.ConfigDict], group: list[str],
                            start_over=start_over)
 
 
+def _precompile(config: ml_collections.ConfigDict, group: list[str],
+                splits: dict[str, input_pipeline.Split]) -> None:
+  """train.precompile for a group of points; a failure is only logged: the
+  group's own run meets the same error, and records it."""
+  try:
+    train.precompile(config, len(group), splits)
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning('compiling ahead for points %s failed: %s: %s',
+                    ', '.join(group), type(e).__name__, e)
+
+
 def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
               workdir: str, dry_run: bool = False,
               vmap_seeds: bool = True,
-              start_over: bool = False) -> dict[str, str]:
+              start_over: bool = False,
+              compile_ahead: bool = False) -> dict[str, str]:
   """Runs the points not yet done; returns {point name: status}.
 
   With `vmap_seeds`, points that differ only in seed train together in one
   program (`train.train_seeds`); otherwise one after another. Points whose
   folders hold a run of another config are refused, or with `start_over`
-  trained again from scratch.
+  trained again from scratch. With `compile_ahead` and JAX's persistent
+  compilation cache on, the next points' programs compile in a thread while
+  a point trains, and their run loads them from the cache.
   """
   check_sweep(sweep)
   workdir = records.check_folder(workdir, 'sweep workdir')
@@ -276,41 +293,55 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
                        dict(sweep, axes=labelled, points=listing))
   groups = (seed_groups({n: configs[n] for n in pending}, status)
             if vmap_seeds else [[n] for n in pending])
+  if compile_ahead and not jax.config.jax_compilation_cache_dir:
+    logging.warning('compiling ahead needs the compilation cache; it is off')
+    compile_ahead = False
   ran_seconds, ran = 0.0, 0
-  # On a terminal, a bar of points done, left and ETA too.
-  for group in monitor.track(groups, size=len, total=len(names),
-                             initial=len(names) - len(pending),
-                             desc='sweep', unit='point'):
-    t0 = time.time()
-    logging.info('points %s (%s)', ', '.join(group),
-                 ', '.join(status[n] for n in group))
-    try:
-      summaries = _train(configs, group, workdir,
-                         start_over=any(n in changed for n in group))
-      for name, summary in zip(group, summaries):
-        status[name] = 'diverged' if summary['status'] == 'diverged' else (
-            'done')
-        error_file = os.path.join(workdir, name, records.FAILED_FILE)
-        if writes and os.path.exists(error_file):
-          os.remove(error_file)
-    except errors.UserError:
-      raise  # The user's to fix, and the next points would meet it too.
-    except Exception:  # pylint: disable=broad-except
-      # One failed point must not stop the others; the report shows it.
-      for name in group:
-        status[name] = 'failed'
-        if writes:
-          os.makedirs(os.path.join(workdir, name), exist_ok=True)
-          with open(os.path.join(workdir, name, records.FAILED_FILE), 'w') as f:
-            f.write(traceback.format_exc())
-      logging.error('points %s failed; see %s', ', '.join(group),
-                    records.FAILED_FILE)
-    ran_seconds += time.time() - t0
-    ran += len(group)
-    left = sum(s in ('todo', 'partial') for s in status.values())
-    done = sum(s in ('done', 'diverged') for s in status.values())
-    logging.info('sweep: %d/%d points done, %d left, ETA %.0f min', done,
-                 len(names), left, left * ran_seconds / ran / 60)
+  # One thread compiles the next points' programs (with compile_ahead).
+  with concurrent.futures.ThreadPoolExecutor(1) as ahead:
+    # On a terminal, a bar of points done, left and ETA too.
+    for i, group in enumerate(monitor.track(
+        groups, size=len, total=len(names), initial=len(names) - len(pending),
+        desc='sweep', unit='point')):
+      t0 = time.time()
+      logging.info('points %s (%s)', ', '.join(group),
+                   ', '.join(status[n] for n in group))
+      compiled = None
+      if compile_ahead and i + 1 < len(groups):
+        upcoming = configs[groups[i + 1][0]]
+        # Read here: TFDS is not to be read from two threads at once.
+        splits = input_pipeline.load_splits(upcoming.data)
+        compiled = ahead.submit(_precompile, upcoming, groups[i + 1], splits)
+      try:
+        summaries = _train(configs, group, workdir,
+                           start_over=any(n in changed for n in group))
+        for name, summary in zip(group, summaries):
+          status[name] = 'diverged' if summary['status'] == 'diverged' else (
+              'done')
+          error_file = os.path.join(workdir, name, records.FAILED_FILE)
+          if writes and os.path.exists(error_file):
+            os.remove(error_file)
+      except errors.UserError:
+        raise  # The user's to fix, and the next points would meet it too.
+      except Exception:  # pylint: disable=broad-except
+        # One failed point must not stop the others; the report shows it.
+        for name in group:
+          status[name] = 'failed'
+          if writes:
+            os.makedirs(os.path.join(workdir, name), exist_ok=True)
+            failed = os.path.join(workdir, name, records.FAILED_FILE)
+            with open(failed, 'w') as f:
+              f.write(traceback.format_exc())
+        logging.error('points %s failed; see %s', ', '.join(group),
+                      records.FAILED_FILE)
+      if compiled:  # The next points find their programs in the cache.
+        compiled.result()
+      ran_seconds += time.time() - t0
+      ran += len(group)
+      left = sum(s in ('todo', 'partial') for s in status.values())
+      done = sum(s in ('done', 'diverged') for s in status.values())
+      logging.info('sweep: %d/%d points done, %d left, ETA %.0f min', done,
+                   len(names), left, left * ran_seconds / ran / 60)
   return status
 
 
@@ -320,10 +351,13 @@ def main(argv: list[str]) -> None:
   cli.start()
   try:
     sweep = load_sweep(cli.config_file())
-    vmap_seeds = (jax.default_backend() != 'cpu' if FLAGS.vmap_seeds == 'auto'
-                  else FLAGS.vmap_seeds == 'true')
+    accelerator = jax.default_backend() != 'cpu'
+    vmap_seeds, compile_ahead = (
+        accelerator if FLAGS[name].value == 'auto'
+        else FLAGS[name].value == 'true'
+        for name in ('vmap_seeds', 'compile_ahead'))
     status = run_sweep(FLAGS.config, sweep, FLAGS.workdir, FLAGS.dry_run,
-                       vmap_seeds, FLAGS.start_over)
+                       vmap_seeds, FLAGS.start_over, compile_ahead)
   except errors.UserError as e:
     cli.fail(str(e))
   if any(s == 'failed' for s in status.values()):
@@ -337,4 +371,9 @@ if __name__ == '__main__':
                     'Train points that differ only in seed together, in one '
                     'vmapped program. auto: on GPUs and TPUs only (on a '
                     '2-core CPU it was slower; see the README).')
+  flags.DEFINE_enum('compile_ahead', 'auto', ['auto', 'true', 'false'],
+                    'While a point trains, compile the next point\'s '
+                    'programs in a thread, into the compilation cache. '
+                    'auto: on GPUs and TPUs only (on a CPU the compiler '
+                    'would take cores from the training).')
   app.run(main, flags_parser=cli.parse_flags)

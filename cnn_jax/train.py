@@ -397,6 +397,67 @@ def _diverged(workdirs: Sequence[str]) -> list[dict[str, Any]] | None:
   return diverged or None
 
 
+def _eval_splits(splits: dict[str, input_pipeline.Split], batch_size: int,
+                 num_devices: int
+                 ) -> dict[str, tuple[input_pipeline.Split, int]]:
+  """Validation and test as evaluation lays them out, each with its number
+  of batches: padded to one shape, so that one compiled evaluation serves
+  both (each shape compiled its own)."""
+  batches = {name: input_pipeline.eval_steps(splits[name], batch_size)
+             for name in ('validation', 'test')}
+  return {name: (input_pipeline.shard_for_eval(
+      splits[name], batch_size, num_devices, steps=max(batches.values())), n)
+          for name, n in batches.items()}
+
+
+def precompile(config: ml_collections.ConfigDict, num_seeds: int,
+               splits: dict[str, input_pipeline.Split]) -> None:
+  """Compiles the model's programs of a `train_seeds` call of `num_seeds`
+  seeds on `splits`, from their shapes alone: nothing runs.
+
+  With JAX's persistent compilation cache on, the call then loads them
+  from it instead of compiling them: a sweep compiles the next point's
+  programs while a point trains (`sweep.run_sweep`). The keys and the
+  learning rates are left out: every point shares them.
+  """
+  par = parallel.create(config.parallelism)
+  num_train = splits['train']['label'].shape[0]
+  steps_per_epoch = num_train // config.batch_size
+  model = models.create_model(config.model)
+  tx = create_optimizer(config, steps_per_epoch)
+  # As the host arrays that train_seeds places: not weakly typed.
+  host = lambda tree, lead=(): jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct((*lead, *np.shape(x)), x.dtype), tree)
+  replicated = lambda tree: par.abstract(host(tree), REPLICATED)
+  init_key = jax.eval_shape(lambda: _keys(0)[0])
+  programs = [_init_variables.lower(model, tx, init_key)]
+  one_state = jax.eval_shape(lambda k: create_train_state(k, model, tx),
+                             init_key)
+  state = par.abstract(host(one_state, (num_seeds,)), REPLICATED)
+  data_key = jax.eval_shape(lambda: jax.random.key_data(_keys(0)[1]))
+  plan = compile_epoch_plan(par, num_train, config.batch_size).lower(
+      par.abstract(host(data_key, (num_seeds,)), REPLICATED),
+      replicated(np.int32(0)))
+  # The epoch's key and indices, placed as the plan returns them.
+  key, indices = jax.tree.map(
+      lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                               sharding=sharding),
+      plan.out_info, plan.compile().output_shardings)
+  data = replicated(splits['train'])
+  if scans_epoch(config):
+    programs.append(compile_train_epoch(config, par).lower(
+        state, data, key, indices))
+  else:
+    programs.append(compile_train_batch(config, par).lower(
+        state, data, key, indices, replicated(np.int32(0))))
+  split, _ = _eval_splits(splits, config.eval_batch_size,
+                          par.num_devices)['validation']
+  programs.append(compile_evaluate(par).lower(
+      state, par.abstract(host(split), SHARDED), replicated(np.int32(0))))
+  for program in programs:
+    program.compile()
+
+
 def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
                 workdirs: Sequence[str], *,
                 start_over: bool = False) -> list[dict[str, Any]]:
@@ -446,15 +507,9 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
         f'config.batch_size must be <= the number of training examples '
         f'({num_train}); got {config.batch_size}')
   train_data = par.replicate(splits['train'])
-  # Validation and test padded to one shape, so one compiled evaluation
-  # serves both (each shape compiled its own); (data, its batches) each.
-  batches = {name: input_pipeline.eval_steps(splits[name],
-                                             config.eval_batch_size)
-             for name in ('validation', 'test')}
-  eval_data = {name: (par.shard(input_pipeline.shard_for_eval(
-      splits[name], config.eval_batch_size, par.num_devices,
-      steps=max(batches.values()))), par.replicate(np.int32(n)))
-               for name, n in batches.items()}
+  eval_data = {name: (par.shard(split), par.replicate(np.int32(n)))
+               for name, (split, n) in _eval_splits(
+                   splits, config.eval_batch_size, par.num_devices).items()}
 
   # --- Model, optimizer and runs --------------------------------------------
   model = models.create_model(config.model)

@@ -151,3 +151,35 @@ def lowered_programs():
     yield names
   finally:
     jax.monitoring.unregister_event_duration_listener(listen)
+
+
+@contextlib.contextmanager
+def cache_lookups():
+  """(program, 'hit' or 'miss', thread name) for each program that JAX
+  looks up in its persistent compilation cache inside the block: a miss
+  was compiled, a hit loaded instead."""
+  import jax  # pylint: disable=g-import-not-at-top
+  looked_up, found = {}, []
+
+  def on_lookup(event, **kwargs):
+    del kwargs
+    kind = {'/jax/compilation_cache/cache_hits': 'hit',
+            '/jax/compilation_cache/cache_misses': 'miss'}.get(event)
+    if kind:
+      looked_up[threading.get_ident()] = kind
+
+  def on_compiled(event, duration_secs, *, fun_name='', **kwargs):
+    del duration_secs, kwargs
+    # Ends, in the same thread, the compilation that looked it up.
+    if (event == '/jax/core/compile/backend_compile_duration'
+        and threading.get_ident() in looked_up):
+      found.append((fun_name, looked_up.pop(threading.get_ident()),
+                    threading.current_thread().name))
+
+  jax.monitoring.register_event_listener(on_lookup)
+  jax.monitoring.register_event_duration_secs_listener(on_compiled)
+  try:
+    yield found
+  finally:
+    jax.monitoring.unregister_event_listener(on_lookup)
+    jax.monitoring.unregister_event_duration_listener(on_compiled)

@@ -308,6 +308,64 @@ def test_vmapped_sweep_equals_the_one_by_one_sweep(tmp_path):
     assert abs(v['test_loss'] - s['test_loss']) <= 1e-3 * s['test_loss']
 
 
+_SWEEP_LOOKUPS = """
+import json, sys
+sys.path[:0] = ['tests', '.']
+from cnn_jax import sweep
+import _util
+workdir, ahead, data_dir, manual_dir = sys.argv[1:]
+config = _util.tiny_config()
+config.data.update(data_dir=data_dir, manual_dir=manual_dir, cache=True)
+spec = {'axes': {'model.activation': ['relu', 'tanh', 'elu'], 'seed': [0, 1]},
+        'rows': 'model.activation', 'cols': 'seed', 'metric': 'test_accuracy'}
+train, groups = sweep._train, []
+
+def train_recorded(configs, group, *args, **kwargs):
+  with _util.cache_lookups() as found:
+    groups.append(found)
+    return train(configs, group, *args, **kwargs)
+
+sweep._train = train_recorded
+sweep.run_sweep(config, spec, workdir, compile_ahead=ahead == 'true')
+print(json.dumps(groups))
+"""
+
+
+def test_compiling_ahead_leaves_the_next_points_nothing_to_compile(
+    tmp_path, real_data_dir):
+  # Real data: TFDS's mock data swap the file system of every thread for a
+  # temporary one while they are read, compilation cache included.
+  data = _util.tiny_config().data
+  data.update(data_dir=real_data_dir, manual_dir=_util.MANUAL_DIR, cache=True)
+  input_pipeline.load_splits(data)
+  runs = {}
+  for ahead in ('false', 'true'):
+    # A fresh compilation cache: the tests' shared one may hold them already.
+    env = dict(_util.subprocess_env(2),
+               JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'cache' / ahead))
+    proc = subprocess.run(
+        [sys.executable, '-c', _SWEEP_LOOKUPS, str(tmp_path / ahead), ahead,
+         real_data_dir, _util.MANUAL_DIR], cwd=_util.ROOT, env=env,
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs[ahead] = json.loads(proc.stdout.splitlines()[-1])
+  # What each group of seeds compiled in the main thread itself.
+  compiled = {ahead: [[name for name, kind, thread in group
+                       if kind == 'miss' and thread == 'MainThread']
+                      for group in groups] for ahead, groups in runs.items()}
+  assert len(compiled['true']) == len(compiled['false']) == 3
+  # Without: every group compiles its model's programs (step, evaluation).
+  assert all(len(names) >= 2 for names in compiled['false']), runs['false']
+  # With: the first group compiles its own; the next ones load theirs.
+  assert 'jit(_init_variables)' in compiled['true'][0]
+  assert compiled['true'][1:] == [[], []], runs['true']
+  for name in os.listdir(tmp_path / 'true'):
+    if name.startswith('activation='):
+      ahead, not_ahead = (_summary(tmp_path / a, name)
+                          for a in ('true', 'false'))
+      assert ahead['test_loss'] == not_ahead['test_loss']
+
+
 def test_a_sweep_killed_at_a_random_moment_ends_as_if_never_killed(
     tmp_path, real_data_dir):
   """kill -9 of the sweep process, a rerun: every point once, same table."""
