@@ -374,6 +374,6 @@ if __name__ == '__main__':
   flags.DEFINE_enum('compile_ahead', 'auto', ['auto', 'true', 'false'],
                     'While a point trains, compile the next point\'s '
                     'programs in a thread, into the compilation cache. '
-                    'auto: on GPUs and TPUs only (on a CPU the compiler '
-                    'would take cores from the training).')
+                    'auto: on GPUs and TPUs only (on a 2-core CPU it made '
+                    'a sweep slower; see the README).')
   app.run(main, flags_parser=cli.parse_flags)
