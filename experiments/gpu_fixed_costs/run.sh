@@ -17,12 +17,7 @@ set -uo pipefail
 PY=${PY:-python3}
 W=${WORK:-/tmp/gpu_fixed_costs}
 rm -rf "$W" && mkdir -p "$W"
-if [ -d .whl ]; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-      --target "$W/site" .whl/*.whl || exit 1
-fi
-export PYTHONPATH=$W/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
-export PYTHONUNBUFFERED=1
+source scripts/gpu_site.sh
 DATA=$PWD/.gpu/tfds
 $PY scripts/idx_from_cache.py "$DATA" "$W/idx" > /dev/null || exit 1
 echo "commit ${CNN_JAX_GIT_COMMIT:-unknown}" > "$OUT/times.txt"

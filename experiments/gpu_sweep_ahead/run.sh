@@ -16,12 +16,7 @@ set -uo pipefail
 PY=${PY:-python3}
 W=${WORK:-/tmp/gpu_sweep_ahead}
 rm -rf "$W" && mkdir -p "$W"
-if [ -d .whl ]; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-      --target "$W/site" .whl/*.whl || exit 1
-fi
-export PYTHONPATH=$W/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
-export PYTHONUNBUFFERED=1
+source scripts/gpu_site.sh
 echo "commit ${CNN_JAX_GIT_COMMIT:-unknown}" > "$OUT/times.txt"
 # The machine's first JAX process starts the GPU's driver: not in a sweep.
 $PY -c 'import jax; print(jax.devices())' >> "$OUT/times.txt" 2>&1
