@@ -19,7 +19,6 @@ Likewise --compile_ahead=auto: while a point trains, a thread compiles the
 next point's programs into the compilation cache (`train.precompile`).
 """
 
-import concurrent.futures
 import copy
 import difflib
 import itertools
@@ -219,25 +218,12 @@ def seed_groups(configs: dict[str, ml_collections.ConfigDict],
 
 
 def _train(configs: dict[str, ml_collections.ConfigDict], group: list[str],
-           workdir: str, start_over: bool) -> list[dict[str, Any]]:
+           workdir: str, start_over: bool,
+           compile_ahead: bool) -> list[dict[str, Any]]:
   dirs = [os.path.join(workdir, n) for n in group]
-  if len(group) == 1:
-    return [train.train_and_evaluate(configs[group[0]], dirs[0],
-                                     start_over=start_over)]
   return train.train_seeds(configs[group[0]],
                            [configs[n].seed for n in group], dirs,
-                           start_over=start_over)
-
-
-def _precompile(config: ml_collections.ConfigDict, group: list[str],
-                splits: dict[str, input_pipeline.Split]) -> None:
-  """train.precompile for a group of points; a failure is only logged: the
-  group's own run meets the same error, and records it."""
-  try:
-    train.precompile(config, len(group), splits)
-  except Exception as e:  # pylint: disable=broad-except
-    logging.warning('compiling ahead for points %s failed: %s: %s',
-                    ', '.join(group), type(e).__name__, e)
+                           start_over=start_over, compile_ahead=compile_ahead)
 
 
 def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
@@ -250,9 +236,9 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
   With `vmap_seeds`, points that differ only in seed train together in one
   program (`train.train_seeds`); otherwise one after another. Points whose
   folders hold a run of another config are refused, or with `start_over`
-  trained again from scratch. With `compile_ahead` and JAX's persistent
-  compilation cache on, the next points' programs compile in a thread while
-  a point trains, and their run loads them from the cache.
+  trained again from scratch. With `compile_ahead`, the next points'
+  programs compile in a thread while a point trains
+  (`train.precompile_in_thread`), and the first point's while it starts.
   """
   check_sweep(sweep)
   workdir = records.check_folder(workdir, 'sweep workdir')
@@ -293,55 +279,52 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
                        dict(sweep, axes=labelled, points=listing))
   groups = (seed_groups({n: configs[n] for n in pending}, status)
             if vmap_seeds else [[n] for n in pending])
-  if compile_ahead and not jax.config.jax_compilation_cache_dir:
-    logging.warning('compiling ahead needs the compilation cache; it is off')
-    compile_ahead = False
   ran_seconds, ran = 0.0, 0
-  # One thread compiles the next points' programs (with compile_ahead).
-  with concurrent.futures.ThreadPoolExecutor(1) as ahead:
-    # On a terminal, a bar of points done, left and ETA too.
-    for i, group in enumerate(monitor.track(
-        groups, size=len, total=len(names), initial=len(names) - len(pending),
-        desc='sweep', unit='point')):
-      t0 = time.time()
-      logging.info('points %s (%s)', ', '.join(group),
-                   ', '.join(status[n] for n in group))
-      compiled = None
-      if compile_ahead and i + 1 < len(groups):
-        upcoming = configs[groups[i + 1][0]]
-        # Read here: TFDS is not to be read from two threads at once.
-        splits = input_pipeline.load_splits(upcoming.data)
-        compiled = ahead.submit(_precompile, upcoming, groups[i + 1], splits)
-      try:
-        summaries = _train(configs, group, workdir,
-                           start_over=any(n in changed for n in group))
-        for name, summary in zip(group, summaries):
-          status[name] = 'diverged' if summary['status'] == 'diverged' else (
-              'done')
-          error_file = os.path.join(workdir, name, records.FAILED_FILE)
-          if writes and os.path.exists(error_file):
-            os.remove(error_file)
-      except errors.UserError:
-        raise  # The user's to fix, and the next points would meet it too.
-      except Exception:  # pylint: disable=broad-except
-        # One failed point must not stop the others; the report shows it.
-        for name in group:
-          status[name] = 'failed'
-          if writes:
-            os.makedirs(os.path.join(workdir, name), exist_ok=True)
-            failed = os.path.join(workdir, name, records.FAILED_FILE)
-            with open(failed, 'w') as f:
-              f.write(traceback.format_exc())
-        logging.error('points %s failed; see %s', ', '.join(group),
-                      records.FAILED_FILE)
-      if compiled:  # The next points find their programs in the cache.
-        compiled.result()
-      ran_seconds += time.time() - t0
-      ran += len(group)
-      left = sum(s in ('todo', 'partial') for s in status.values())
-      done = sum(s in ('done', 'diverged') for s in status.values())
-      logging.info('sweep: %d/%d points done, %d left, ETA %.0f min', done,
-                   len(names), left, left * ran_seconds / ran / 60)
+  # On a terminal, a bar of points done, left and ETA too.
+  for i, group in enumerate(monitor.track(
+      groups, size=len, total=len(names), initial=len(names) - len(pending),
+      desc='sweep', unit='point')):
+    t0 = time.time()
+    logging.info('points %s (%s)', ', '.join(group),
+                 ', '.join(status[n] for n in group))
+    compiling = None
+    if compile_ahead and i + 1 < len(groups):
+      upcoming = configs[groups[i + 1][0]]
+      # Read here: TFDS is not to be read from two threads at once.
+      compiling = train.precompile_in_thread(
+          upcoming, len(groups[i + 1]), input_pipeline.load_splits(
+              upcoming.data))
+    try:
+      # The first group compiles its own programs ahead; the others' were.
+      summaries = _train(configs, group, workdir,
+                         start_over=any(n in changed for n in group),
+                         compile_ahead=compile_ahead and i == 0)
+      for name, summary in zip(group, summaries):
+        status[name] = 'diverged' if summary['status'] == 'diverged' else (
+            'done')
+        error_file = os.path.join(workdir, name, records.FAILED_FILE)
+        if writes and os.path.exists(error_file):
+          os.remove(error_file)
+    except errors.UserError:
+      raise  # The user's to fix, and the next points would meet it too.
+    except Exception:  # pylint: disable=broad-except
+      # One failed point must not stop the others; the report shows it.
+      for name in group:
+        status[name] = 'failed'
+        if writes:
+          os.makedirs(os.path.join(workdir, name), exist_ok=True)
+          with open(os.path.join(workdir, name, records.FAILED_FILE), 'w') as f:
+            f.write(traceback.format_exc())
+      logging.error('points %s failed; see %s', ', '.join(group),
+                    records.FAILED_FILE)
+    if compiling:  # The next points find their programs in the cache.
+      compiling.result()
+    ran_seconds += time.time() - t0
+    ran += len(group)
+    left = sum(s in ('todo', 'partial') for s in status.values())
+    done = sum(s in ('done', 'diverged') for s in status.values())
+    logging.info('sweep: %d/%d points done, %d left, ETA %.0f min', done,
+                 len(names), left, left * ran_seconds / ran / 60)
   return status
 
 
@@ -351,13 +334,10 @@ def main(argv: list[str]) -> None:
   cli.start()
   try:
     sweep = load_sweep(cli.config_file())
-    accelerator = jax.default_backend() != 'cpu'
-    vmap_seeds, compile_ahead = (
-        accelerator if FLAGS[name].value == 'auto'
-        else FLAGS[name].value == 'true'
-        for name in ('vmap_seeds', 'compile_ahead'))
+    vmap_seeds = (jax.default_backend() != 'cpu' if FLAGS.vmap_seeds == 'auto'
+                  else FLAGS.vmap_seeds == 'true')
     status = run_sweep(FLAGS.config, sweep, FLAGS.workdir, FLAGS.dry_run,
-                       vmap_seeds, FLAGS.start_over, compile_ahead)
+                       vmap_seeds, FLAGS.start_over, cli.compile_ahead())
   except errors.UserError as e:
     cli.fail(str(e))
   if any(s == 'failed' for s in status.values()):
@@ -371,9 +351,4 @@ if __name__ == '__main__':
                     'Train points that differ only in seed together, in one '
                     'vmapped program. auto: on GPUs and TPUs only (on a '
                     '2-core CPU it was slower; see the README).')
-  flags.DEFINE_enum('compile_ahead', 'auto', ['auto', 'true', 'false'],
-                    'While a point trains, compile the next point\'s '
-                    'programs in a thread, into the compilation cache. '
-                    'auto: on GPUs and TPUs only (on a 2-core CPU it made '
-                    'a sweep slower; see the README).')
   app.run(main, flags_parser=cli.parse_flags)

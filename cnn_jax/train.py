@@ -6,6 +6,7 @@ steps, train loop, test. Where the steps run is `parallel`'s concern, what
 each run keeps and writes is `run`'s.
 """
 
+import concurrent.futures
 import copy
 import functools
 import math
@@ -306,7 +307,8 @@ def unstack(tree: Any, k: int) -> Any:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       start_over: bool = False) -> dict[str, Any]:
+                       start_over: bool = False,
+                       compile_ahead: bool = False) -> dict[str, Any]:
   """Trains, selects the epoch with the best validation accuracy, tests it.
 
   Running again with the same workdir and config resumes from the latest
@@ -316,13 +318,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     config: hyperparameters, as configs/default.py describes them.
     workdir: where checkpoints, metrics.jsonl and summary.json go.
     start_over: discard what `workdir` holds and train from scratch.
+    compile_ahead: as for `train_seeds`.
 
   Returns:
     The summary also written to workdir/summary.json; its "status" is "ok",
     or "diverged" for a run whose loss blew up (then without accuracies).
   """
-  return train_seeds(config, [config.seed], [workdir],
-                     start_over=start_over)[0]
+  return train_seeds(config, [config.seed], [workdir], start_over=start_over,
+                     compile_ahead=compile_ahead)[0]
 
 
 def _seed_configs(config: ml_collections.ConfigDict, seeds: Sequence[int],
@@ -458,9 +461,36 @@ def precompile(config: ml_collections.ConfigDict, num_seeds: int,
     program.compile()
 
 
+def precompile_in_thread(config: ml_collections.ConfigDict, num_seeds: int,
+                         splits: dict[str, input_pipeline.Split]
+                         ) -> concurrent.futures.Future | None:
+  """Starts `precompile` in a thread, so that the programs compile while the
+  caller does other work; its future is done when they are in the cache.
+
+  None where the persistent compilation cache, which hands the programs
+  over, is off. A failure in the thread is only logged: the run that needs
+  the programs compiles them itself, and meets the same error there.
+  """
+  if not jax.config.jax_compilation_cache_dir:
+    logging.warning('compiling ahead needs the compilation cache; it is off')
+    return None
+
+  def compile_quietly():
+    try:
+      precompile(config, num_seeds, splits)
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning('compiling ahead failed (the run compiles its own '
+                      'programs): %s: %s', type(e).__name__, e)
+
+  pool = concurrent.futures.ThreadPoolExecutor(1)
+  future = pool.submit(compile_quietly)
+  pool.shutdown(wait=False)  # The thread ends with its one task.
+  return future
+
+
 def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
-                workdirs: Sequence[str], *,
-                start_over: bool = False) -> list[dict[str, Any]]:
+                workdirs: Sequence[str], *, start_over: bool = False,
+                compile_ahead: bool = False) -> list[dict[str, Any]]:
   """Trains one run per seed, all in one compiled program.
 
   Each seed draws its own initialization, shuffling and augmentation, exactly
@@ -474,6 +504,8 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
     seeds: one seed per run.
     workdirs: one folder per run.
     start_over: discard what the folders hold and train from scratch.
+    compile_ahead: compile the programs in a thread (`precompile_in_thread`)
+      while this one moves the data to the devices and opens the runs.
 
   Returns:
     The runs' summaries (run.Run.finish or run.Run.diverge), in the order of
@@ -506,6 +538,8 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
     raise validation.ConfigError(
         f'config.batch_size must be <= the number of training examples '
         f'({num_train}); got {config.batch_size}')
+  compiling = compile_ahead and precompile_in_thread(config, len(seeds),
+                                                     splits)
   train_data = par.replicate(splits['train'])
   eval_data = {name: (par.shard(split), par.replicate(np.int32(n)))
                for name, (split, n) in _eval_splits(
@@ -530,6 +564,8 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
   seed_keys = par.replicate(np.stack([jax.random.key_data(_keys(s)[1])
                                       for s in seeds]))
   evaluate = functools.partial(_evaluate, p_evaluate, par)
+  if compiling:  # Then the first calls load the programs from the cache.
+    compiling.result()
 
   # --- Train loop -----------------------------------------------------------
   target = config.target_test_accuracy

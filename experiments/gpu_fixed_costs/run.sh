@@ -9,7 +9,8 @@
 # and the in-process seconds summary.json records), $OUT/phases*.txt
 # (phases.py, as is and without JAX's GPU memory preallocation: "_nopre"
 # runs) and $OUT/logs.tar.gz. "cold": a fresh compilation cache;
-# "warm": the same command again, its programs read from that cache.
+# "warm": the same command again, its programs read from that cache;
+# "_noahead": with --compile_ahead=false.
 # RUN_ARGS shrinks the runs for a trial on a CPU, TORCH_DEVICE=none skips
 # PyTorch there; PY picks the Python.
 set -uo pipefail
@@ -54,6 +55,10 @@ NOPRE=XLA_PYTHON_CLIENT_PREALLOCATE=false
 timeout -k 5 60 env $NOPRE $PY experiments/gpu_fixed_costs/phases.py \
     "$DATA" > "$OUT/phases_nopre.txt" 2>&1
 main default_cold "$W/cache" configs/default.py
+# --compile_ahead (on a GPU, with the cache on, by default): the same cold
+# run with the programs compiled in the main thread only.
+main default_cold_noahead "$W/cache_noahead" configs/default.py \
+    --compile_ahead=false
 RUN_ENV=JAX_LOG_COMPILES=1 main default_logged "$W/cache_logged" \
     configs/default.py
 main default_warm "$W/cache" configs/default.py
@@ -68,6 +73,8 @@ for round in 1 2; do
 done
 main fast_fill "$W/cache_fast" configs/fast.py \
     --config.target_test_accuracy=0.9
+main fast_fill_noahead "$W/cache_fast_noahead" configs/fast.py \
+    --config.target_test_accuracy=0.9 --compile_ahead=false
 main fast_warm "$W/cache_fast" configs/fast.py \
     --config.target_test_accuracy=0.9
 RUN_ENV=$NOPRE main fast_warm_nopre "$W/cache_fast" configs/fast.py \
