@@ -5,7 +5,7 @@
 # the workplace's device tool (carry [".whl", ".gpu"], as
 # scripts/gpu_lease.sh; from the repo root):
 #
-#   CNN_JAX_GIT_COMMIT=<commit> bash experiments/gpu_sweep_ahead/run.sh
+#   CNN_JAX_GIT_COMMIT=<commit> bash experiments/compile_ahead/run.sh
 #
 # Writes $OUT/times.txt (each sweep: exit status, launch-to-exit seconds,
 # and the seconds from the first point's start to the last one's end, from
@@ -14,7 +14,7 @@
 set -uo pipefail
 : "${OUT:?OUT: the folder whose files come back}"
 PY=${PY:-python3}
-W=${WORK:-/tmp/gpu_sweep_ahead}
+W=${WORK:-/tmp/compile_ahead}
 rm -rf "$W" && mkdir -p "$W"
 source scripts/gpu_site.sh
 echo "commit ${CNN_JAX_GIT_COMMIT:-unknown}" > "$OUT/times.txt"
