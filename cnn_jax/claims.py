@@ -455,7 +455,7 @@ def main(argv: list[str]) -> None:
     status = sweep_lib.run_sweep(
         FLAGS.config, spec, os.path.join(workdir, 'runs'),
         vmap_seeds=jax.default_backend() != 'cpu',
-        start_over=FLAGS.start_over)
+        start_over=FLAGS.start_over, compile_ahead=cli.compile_ahead())
     if any(s == 'failed' for s in status.values()):
       cli.fail(f'some points failed; see their {records.FAILED_FILE}',
                status=1)

@@ -54,8 +54,9 @@ def define_flags(*, config: bool = True, distributed: bool = True,
         'compile_ahead', 'auto', ['auto', 'true', 'false'],
         'Compile the programs in a thread before they are needed, into the '
         "compilation cache: a run's while its data go to the devices, a "
-        "sweep's next point's while a point trains. auto: on GPUs and TPUs "
-        'only (on a 2-core CPU it made a sweep slower; see the README).')
+        "sweep's next point's while a point trains. auto: on GPUs and TPUs, "
+        'with the cache on (on a 2-core CPU it made runs and sweeps '
+        'slower; see the README).')
     flags.DEFINE_bool('start_over', False,
                       'Discard the run in --workdir (checkpoints, metrics, '
                       'summary) and train it from scratch; in a sweep, the '

@@ -11,12 +11,13 @@ points' configs differ from those their folders were started with is
 refused, unless `--start_over` is given: then those points train again from
 scratch. A point that diverges is recorded as such and the sweep goes on. No
 training logic lives here: points that differ only in seed are one
-`train.train_seeds` call (vmapped), any other point one
-`train.train_and_evaluate` call. The default
+`train.train_seeds` call (vmapped), any other point one such call of one
+seed. The default
 --vmap_seeds=auto groups seeds on GPUs and TPUs only: on the 2-core CPU the
 vmapped program was slower than the runs one by one (README, benchmark).
-Likewise --compile_ahead=auto: while a point trains, a thread compiles the
-next point's programs into the compilation cache (`train.precompile`).
+Likewise --compile_ahead=auto (with the compilation cache on): while a point
+trains, a thread compiles the next point's programs into the cache
+(`train.precompile`).
 """
 
 import copy
