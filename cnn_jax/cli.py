@@ -55,8 +55,8 @@ def define_flags(*, config: bool = True, distributed: bool = True,
         'Compile the programs in a thread before they are needed, into the '
         "compilation cache: a run's while its data go to the devices, a "
         "sweep's next point's while a point trains. auto: on GPUs and TPUs, "
-        'with the cache on (on a 2-core CPU it made runs and sweeps '
-        'slower; see the README).')
+        'in one process, with the cache on (on a 2-core CPU it made runs '
+        'and sweeps slower; see the README).')
     flags.DEFINE_bool('start_over', False,
                       'Discard the run in --workdir (checkpoints, metrics, '
                       'summary) and train it from scratch; in a sweep, the '
@@ -104,11 +104,16 @@ def start() -> None:
 def compile_ahead() -> bool:
   """--compile_ahead, with 'auto' resolved: the one place that decides.
 
-  'auto' also needs the compilation cache on: it hands the programs over.
+  'auto' also needs the compilation cache to take every program (as
+  `start` sets it; JAX's own 1 s minimum would drop the small ones), and
+  one process: JAX writes the cache from process 0 only, so the others
+  would compile each program twice.
   """
   if FLAGS.compile_ahead == 'auto':
     return (jax.default_backend() != 'cpu'
-            and bool(jax.config.jax_compilation_cache_dir))
+            and bool(jax.config.jax_compilation_cache_dir)
+            and jax.config.jax_persistent_cache_min_compile_time_secs == 0
+            and jax.process_count() == 1)
   return FLAGS.compile_ahead == 'true'
 
 

@@ -421,7 +421,7 @@ def precompile(config: ml_collections.ConfigDict, num_seeds: int,
   With JAX's persistent compilation cache on, the call then loads them
   from it instead of compiling them: a sweep compiles the next point's
   programs while a point trains (`sweep.run_sweep`). The keys and the
-  learning rates are left out: every point shares them.
+  learning rates, two small programs, are left out.
   """
   par = parallel.create(config.parallelism)
   num_train = splits['train']['label'].shape[0]
@@ -433,7 +433,8 @@ def precompile(config: ml_collections.ConfigDict, num_seeds: int,
       lambda x: jax.ShapeDtypeStruct((*lead, *np.shape(x)), x.dtype), tree)
   replicated = lambda tree: par.abstract(host(tree), REPLICATED)
   init_key = jax.eval_shape(lambda: _keys(0)[0])
-  programs = [_init_variables.lower(model, tx, init_key)]
+  # First what a run needs first.
+  _init_variables.lower(model, tx, init_key).compile()
   one_state = jax.eval_shape(lambda k: create_train_state(k, model, tx),
                              init_key)
   state = par.abstract(host(one_state, (num_seeds,)), REPLICATED)
@@ -448,17 +449,16 @@ def precompile(config: ml_collections.ConfigDict, num_seeds: int,
       plan.out_info, plan.compile().output_shardings)
   data = replicated(splits['train'])
   if scans_epoch(config):
-    programs.append(compile_train_epoch(config, par).lower(
-        state, data, key, indices))
+    compile_train_epoch(config, par).lower(
+        state, data, key, indices).compile()
   else:
-    programs.append(compile_train_batch(config, par).lower(
-        state, data, key, indices, replicated(np.int32(0))))
+    compile_train_batch(config, par).lower(
+        state, data, key, indices, replicated(np.int32(0))).compile()
   split, _ = _eval_splits(splits, config.eval_batch_size,
                           par.num_devices)['validation']
-  programs.append(compile_evaluate(par).lower(
-      state, par.abstract(host(split), SHARDED), replicated(np.int32(0))))
-  for program in programs:
-    program.compile()
+  compile_evaluate(par).lower(
+      state, par.abstract(host(split), SHARDED),
+      replicated(np.int32(0))).compile()
 
 
 def precompile_in_thread(config: ml_collections.ConfigDict, num_seeds: int,

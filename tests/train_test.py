@@ -145,7 +145,7 @@ import tensorflow_datasets as tfds
 from cnn_jax import input_pipeline, train
 import _util
 config = _util.tiny_config()
-config.epoch_loop = sys.argv[2]
+config.epoch_loop, config.parallelism = sys.argv[2:4]
 seeds = [0, 1]
 with tfds.testing.mock_data(num_examples=48):
   splits = input_pipeline.load_splits(config.data)
@@ -157,16 +157,17 @@ print(json.dumps({'ahead': ahead, 'run': run}))
 """
 
 
-@pytest.mark.parametrize('epoch_loop', ['python', 'scan'])
-def test_precompiled_programs_are_loaded_not_compiled_again(tmp_path,
-                                                            epoch_loop):
+@pytest.mark.parametrize('epoch_loop,parallelism', [
+    ('python', 'pmap'), ('scan', 'pmap'), ('python', 'shard_map')])
+def test_precompiled_programs_are_loaded_not_compiled_again(
+    tmp_path, epoch_loop, parallelism):
   # A fresh compilation cache: the tests' shared one may hold them already.
   env = dict(_util.subprocess_env(2),
              JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'cache'))
   proc = subprocess.run(
       [sys.executable, '-c', _PRECOMPILE_THEN_TRAIN, str(tmp_path),
-       epoch_loop], cwd=_util.ROOT, env=env, capture_output=True, text=True,
-      timeout=600)
+       epoch_loop, parallelism], cwd=_util.ROOT, env=env,
+      capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   found = json.loads(proc.stdout.splitlines()[-1])
   # init, the epoch plan, the step (or epoch) and the evaluation.
@@ -186,9 +187,13 @@ def test_precompiled_programs_are_loaded_not_compiled_again(tmp_path,
 _TRAIN_COMPILING_AHEAD = """
 import json, sys
 sys.path[:0] = ['tests', '.']
+import jax
 import tensorflow_datasets as tfds
 from cnn_jax import train
 import _util
+# JAX decides once, at a process's first compilation, whether to use the
+# cache; a thread that races that decision skips it (jax 0.10.2).
+jax.jit(lambda x: x + 1)(1)
 with tfds.testing.mock_data(num_examples=48):
   with _util.cache_lookups() as found:
     train.train_and_evaluate(_util.tiny_config(), sys.argv[1],

@@ -10,7 +10,7 @@
 # (phases.py, as is and without JAX's GPU memory preallocation: "_nopre"
 # runs) and $OUT/logs.tar.gz. "cold": a fresh compilation cache;
 # "warm": the same command again, its programs read from that cache;
-# "_noahead": with --compile_ahead=false.
+# "_ahead": with --compile_ahead=true (the others with false).
 # RUN_ARGS shrinks the runs for a trial on a CPU, TORCH_DEVICE=none skips
 # PyTorch there; PY picks the Python.
 set -uo pipefail
@@ -43,7 +43,7 @@ main() {  # name, cache folder ('' = off), config file, args...
   timed "$name" env ${RUN_ENV:-} $PY -m cnn_jax.main --config="$config" \
       --workdir="$W/$name" \
       --config.data.data_dir="$DATA" --compilation_cache="$cache" \
-      "$@" ${RUN_ARGS:-}
+      --compile_ahead=${AHEAD:-false} "$@" ${RUN_ARGS:-}
 }
 
 timeout -k 5 60 $PY experiments/gpu_fixed_costs/phases.py "$DATA" \
@@ -55,10 +55,10 @@ NOPRE=XLA_PYTHON_CLIENT_PREALLOCATE=false
 timeout -k 5 60 env $NOPRE $PY experiments/gpu_fixed_costs/phases.py \
     "$DATA" > "$OUT/phases_nopre.txt" 2>&1
 main default_cold "$W/cache" configs/default.py
-# --compile_ahead (on a GPU, with the cache on, by default): the same cold
-# run with the programs compiled in the main thread only.
-main default_cold_noahead "$W/cache_noahead" configs/default.py \
-    --compile_ahead=false
+# --compile_ahead (auto: on a GPU with the cache on; off in the other runs
+# here, as at 4babcaa): the same cold run, its programs compiled in a
+# thread while its data go to the GPU.
+AHEAD=true main default_cold_ahead "$W/cache_ahead" configs/default.py
 RUN_ENV=JAX_LOG_COMPILES=1 main default_logged "$W/cache_logged" \
     configs/default.py
 main default_warm "$W/cache" configs/default.py
@@ -73,8 +73,8 @@ for round in 1 2; do
 done
 main fast_fill "$W/cache_fast" configs/fast.py \
     --config.target_test_accuracy=0.9
-main fast_fill_noahead "$W/cache_fast_noahead" configs/fast.py \
-    --config.target_test_accuracy=0.9 --compile_ahead=false
+AHEAD=true main fast_fill_ahead "$W/cache_fast_ahead" configs/fast.py \
+    --config.target_test_accuracy=0.9
 main fast_warm "$W/cache_fast" configs/fast.py \
     --config.target_test_accuracy=0.9
 RUN_ENV=$NOPRE main fast_warm_nopre "$W/cache_fast" configs/fast.py \
