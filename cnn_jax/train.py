@@ -419,9 +419,10 @@ def precompile(config: ml_collections.ConfigDict, num_seeds: int,
   seeds on `splits`, from their shapes alone: nothing runs.
 
   With JAX's persistent compilation cache on, the call then loads them
-  from it instead of compiling them: a sweep compiles the next point's
-  programs while a point trains (`sweep.run_sweep`). The keys and the
-  learning rates, two small programs, are left out.
+  from it instead of compiling them: a run compiles its own in a thread
+  while its data go to the devices, a sweep the next point's while a point
+  trains (`precompile_in_thread`). The keys and the learning rates, two
+  small programs, are left out.
   """
   par = parallel.create(config.parallelism)
   num_train = splits['train']['label'].shape[0]
