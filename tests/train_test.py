@@ -139,7 +139,7 @@ def test_a_runs_keys_are_one_program_and_the_seeds_own_draw():
 
 
 _PRECOMPILE_THEN_TRAIN = """
-import collections, json, sys
+import json, sys
 sys.path[:0] = ['tests', '.']
 import tensorflow_datasets as tfds
 from cnn_jax import input_pipeline, train
@@ -177,8 +177,8 @@ def test_precompiled_programs_are_loaded_not_compiled_again(
   loaded = collections.Counter(
       name for name, kind, _ in found['run'] if kind == 'hit')
   assert loaded == compiled, found['run']
-  # What the run compiled itself: only what every run shares (its keys,
-  # its learning rates), none of the precompiled programs.
+  # What the run compiled itself: only what precompile leaves out (the
+  # keys, the learning rates), none of the precompiled programs.
   assert 'jit(_init_variables)' in compiled
   assert not [name for name, kind, _ in found['run']
               if kind == 'miss' and name in compiled], found['run']
