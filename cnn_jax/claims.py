@@ -467,5 +467,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  cli.define_flags()
+  cli.define_flags(sweep=True)
   app.run(main, flags_parser=cli.parse_flags)

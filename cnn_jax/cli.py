@@ -27,8 +27,9 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(cnn_jax.__file__)))
 
 
 def define_flags(*, config: bool = True, distributed: bool = True,
-                 workdir_required: bool = True) -> None:
-  """Defines --workdir and (optionally) --config and the multi-process flags.
+                 workdir_required: bool = True, sweep: bool = False) -> None:
+  """Defines --workdir and (optionally) --config, the multi-process flags
+  and, for the commands that run a sweep, --compile_ahead.
 
   Called by each entry point under `__main__`, so that importing its module
   as a library (tests, notebooks) defines no flags.
@@ -50,18 +51,17 @@ def define_flags(*, config: bool = True, distributed: bool = True,
         'sweep point with the same shapes, loads its programs instead of '
         "compiling them; '' turns it off. JAX_COMPILATION_CACHE_DIR, when "
         'set, wins.')
-    flags.DEFINE_enum(
-        'compile_ahead', 'auto', ['auto', 'true', 'false'],
-        'Compile the programs in a thread before they are needed, into the '
-        "compilation cache: a run's while its data go to the devices, a "
-        "sweep's next point's while a point trains. auto: on GPUs and TPUs, "
-        'in one process, with the cache on (on a 2-core CPU it made runs '
-        'and sweeps slower; see the README).')
     flags.DEFINE_bool('start_over', False,
                       'Discard the run in --workdir (checkpoints, metrics, '
                       'summary) and train it from scratch; in a sweep, the '
                       'points whose config changed. Needed to rerun a '
                       'folder with another config.')
+  if sweep:
+    flags.DEFINE_enum(
+        'compile_ahead', 'auto', ['auto', 'true', 'false'],
+        "Compile the next point's programs into the compilation cache in a "
+        'thread while a point trains. auto: on GPUs and TPUs, in one '
+        'process, with the cache on (the README says what it measured).')
   if not distributed:
     return
   flags.DEFINE_string('coordinator_address', None,
@@ -76,11 +76,17 @@ def define_flags(*, config: bool = True, distributed: bool = True,
 
 
 def start() -> None:
-  """What each entry point does first: join the processes, turn on the
-  compilation cache, quiet the logs.
+  """What each entry point does first: set JAX's GPU memory default, join
+  the processes, turn on the compilation cache, quiet the logs.
 
-  Only process 0 logs progress; the others log warnings and errors.
+  JAX takes 75% of a GPU's memory at its first operation unless told not
+  to: about 105 GiB on an H200, where that cost each process 1.0-1.3 s
+  (README, Speed), for a model whose training data are 43 MB.
+  XLA_PYTHON_CLIENT_PREALLOCATE, when set, wins. Only process 0 logs
+  progress; the others log warnings and errors.
   """
+  # Read when the GPU client starts: before any JAX operation.
+  os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
   explicit = tuple(FLAGS[name].value if name in FLAGS else None
                    for name in ('coordinator_address', 'num_processes',
                                 'process_id'))
@@ -104,10 +110,11 @@ def start() -> None:
 def compile_ahead() -> bool:
   """--compile_ahead, with 'auto' resolved: the one place that decides.
 
-  'auto' also needs the compilation cache to take every program (as
-  `start` sets it; JAX's own 1 s minimum would drop the small ones), and
-  one process: JAX writes the cache from process 0 only, so the others
-  would compile each program twice.
+  'auto' is on where it shortened a sweep, on a GPU (README, Speed), and
+  off on a CPU, where it lengthened one. It also needs the compilation
+  cache to take every program (as `start` sets it; JAX's own 1 s minimum
+  would drop the small ones), and one process: JAX writes the cache from
+  process 0 only, so the others would compile each program twice.
   """
   if FLAGS.compile_ahead == 'auto':
     return (jax.default_backend() != 'cpu'

@@ -32,7 +32,7 @@ def main(argv: list[str]) -> None:
                  jax.process_index(), jax.process_count())
     summary = train.train_and_evaluate(
         cli.FLAGS.config, os.path.expanduser(cli.FLAGS.workdir),
-        start_over=cli.FLAGS.start_over, compile_ahead=cli.compile_ahead())
+        start_over=cli.FLAGS.start_over)
   except errors.UserError as e:
     cli.fail(str(e))
   if summary['status'] == 'diverged':

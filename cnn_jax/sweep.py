@@ -219,12 +219,11 @@ def seed_groups(configs: dict[str, ml_collections.ConfigDict],
 
 
 def _train(configs: dict[str, ml_collections.ConfigDict], group: list[str],
-           workdir: str, start_over: bool,
-           compile_ahead: bool) -> list[dict[str, Any]]:
+           workdir: str, start_over: bool) -> list[dict[str, Any]]:
   dirs = [os.path.join(workdir, n) for n in group]
   return train.train_seeds(configs[group[0]],
                            [configs[n].seed for n in group], dirs,
-                           start_over=start_over, compile_ahead=compile_ahead)
+                           start_over=start_over)
 
 
 def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
@@ -239,7 +238,7 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
   folders hold a run of another config are refused, or with `start_over`
   trained again from scratch. With `compile_ahead`, the next points'
   programs compile in a thread while a point trains
-  (`train.precompile_in_thread`), and the first point's while it starts.
+  (`train.precompile_in_thread`).
   """
   check_sweep(sweep)
   workdir = records.check_folder(workdir, 'sweep workdir')
@@ -296,10 +295,8 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
           upcoming, len(groups[i + 1]), input_pipeline.load_splits(
               upcoming.data))
     try:
-      # The first group compiles its own programs ahead; the others' were.
       summaries = _train(configs, group, workdir,
-                         start_over=any(n in changed for n in group),
-                         compile_ahead=compile_ahead and i == 0)
+                         start_over=any(n in changed for n in group))
       for name, summary in zip(group, summaries):
         status[name] = 'diverged' if summary['status'] == 'diverged' else (
             'done')
@@ -337,8 +334,11 @@ def main(argv: list[str]) -> None:
     sweep = load_sweep(cli.config_file())
     vmap_seeds = (jax.default_backend() != 'cpu' if FLAGS.vmap_seeds == 'auto'
                   else FLAGS.vmap_seeds == 'true')
+    compile_ahead = cli.compile_ahead()
+    logging.info('seeds vmapped: %s; compiling ahead: %s', vmap_seeds,
+                 compile_ahead)
     status = run_sweep(FLAGS.config, sweep, FLAGS.workdir, FLAGS.dry_run,
-                       vmap_seeds, FLAGS.start_over, cli.compile_ahead())
+                       vmap_seeds, FLAGS.start_over, compile_ahead)
   except errors.UserError as e:
     cli.fail(str(e))
   if any(s == 'failed' for s in status.values()):
@@ -346,7 +346,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  cli.define_flags()
+  cli.define_flags(sweep=True)
   flags.DEFINE_bool('dry_run', False, 'List the points and run nothing.')
   flags.DEFINE_enum('vmap_seeds', 'auto', ['auto', 'true', 'false'],
                     'Train points that differ only in seed together, in one '

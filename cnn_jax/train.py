@@ -307,8 +307,7 @@ def unstack(tree: Any, k: int) -> Any:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       start_over: bool = False,
-                       compile_ahead: bool = False) -> dict[str, Any]:
+                       start_over: bool = False) -> dict[str, Any]:
   """Trains, selects the epoch with the best validation accuracy, tests it.
 
   Running again with the same workdir and config resumes from the latest
@@ -318,14 +317,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     config: hyperparameters, as configs/default.py describes them.
     workdir: where checkpoints, metrics.jsonl and summary.json go.
     start_over: discard what `workdir` holds and train from scratch.
-    compile_ahead: as for `train_seeds`.
 
   Returns:
     The summary also written to workdir/summary.json; its "status" is "ok",
     or "diverged" for a run whose loss blew up (then without accuracies).
   """
-  return train_seeds(config, [config.seed], [workdir], start_over=start_over,
-                     compile_ahead=compile_ahead)[0]
+  return train_seeds(config, [config.seed], [workdir],
+                     start_over=start_over)[0]
 
 
 def _seed_configs(config: ml_collections.ConfigDict, seeds: Sequence[int],
@@ -419,10 +417,9 @@ def precompile(config: ml_collections.ConfigDict, num_seeds: int,
   seeds on `splits`, from their shapes alone: nothing runs.
 
   With JAX's persistent compilation cache on, the call then loads them
-  from it instead of compiling them: a run compiles its own in a thread
-  while its data go to the devices, a sweep the next point's while a point
-  trains (`precompile_in_thread`). The keys and the learning rates, two
-  small programs, are left out.
+  from it instead of compiling them: a sweep compiles the next point's in a
+  thread while a point trains (`precompile_in_thread`). The keys and the
+  learning rates, two small programs, are left out.
   """
   par = parallel.create(config.parallelism)
   num_train = splits['train']['label'].shape[0]
@@ -490,8 +487,8 @@ def precompile_in_thread(config: ml_collections.ConfigDict, num_seeds: int,
 
 
 def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
-                workdirs: Sequence[str], *, start_over: bool = False,
-                compile_ahead: bool = False) -> list[dict[str, Any]]:
+                workdirs: Sequence[str], *, start_over: bool = False
+                ) -> list[dict[str, Any]]:
   """Trains one run per seed, all in one compiled program.
 
   Each seed draws its own initialization, shuffling and augmentation, exactly
@@ -505,8 +502,6 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
     seeds: one seed per run.
     workdirs: one folder per run.
     start_over: discard what the folders hold and train from scratch.
-    compile_ahead: compile the programs in a thread (`precompile_in_thread`)
-      while this one moves the data to the devices and opens the runs.
 
   Returns:
     The runs' summaries (run.Run.finish or run.Run.diverge), in the order of
@@ -539,8 +534,6 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
     raise validation.ConfigError(
         f'config.batch_size must be <= the number of training examples '
         f'({num_train}); got {config.batch_size}')
-  compiling = compile_ahead and precompile_in_thread(config, len(seeds),
-                                                     splits)
   train_data = par.replicate(splits['train'])
   eval_data = {name: (par.shard(split), par.replicate(np.int32(n)))
                for name, (split, n) in _eval_splits(
@@ -565,8 +558,6 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
   seed_keys = par.replicate(np.stack([jax.random.key_data(_keys(s)[1])
                                       for s in seeds]))
   evaluate = functools.partial(_evaluate, p_evaluate, par)
-  if compiling:  # Then the first calls load the programs from the cache.
-    compiling.result()
 
   # --- Train loop -----------------------------------------------------------
   target = config.target_test_accuracy

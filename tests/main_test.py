@@ -82,6 +82,37 @@ def test_trains_without_tensorflow_from_the_cache(tmp_path, real_data_dir):
   assert summary['test_accuracy'] > 0.3  # 10 steps of real images.
 
 
+@pytest.mark.parametrize('preallocate', [None, 'true'])
+def test_gpu_memory_is_claimed_as_needed_unless_the_user_says(tmp_path,
+                                                             preallocate):
+  """JAX reads XLA_PYTHON_CLIENT_PREALLOCATE when its client starts, so
+  `cli.start` must set it before any JAX operation; a user's value wins."""
+  argv = ['cnn_jax.main', f'--config={_util.ROOT}/configs/default.py',
+          f'--workdir={tmp_path / "run"}']
+  script = ('import os, runpy, sys\n'
+            'from jax._src import xla_bridge\n'
+            'from cnn_jax import cli\n'
+            'start = cli.start\n'
+            'def start_and_stop():\n'
+            '  started = xla_bridge.backends_are_initialized()\n'
+            '  start()\n'
+            '  print("started before:", started,\n'
+            '        os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE"))\n'
+            '  sys.exit(0)\n'
+            'cli.start = start_and_stop\n'
+            f'sys.argv = {argv!r}\n'
+            'runpy.run_module("cnn_jax.main", run_name="__main__")\n')
+  env = _util.subprocess_env(1)
+  env.pop('XLA_PYTHON_CLIENT_PREALLOCATE', None)
+  if preallocate:
+    env['XLA_PYTHON_CLIENT_PREALLOCATE'] = preallocate
+  proc = subprocess.run([sys.executable, '-c', script], cwd=_util.ROOT,
+                        capture_output=True, text=True, timeout=300, env=env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.splitlines()[-1] == (
+      f'started before: False {preallocate or "false"}'), proc.stdout
+
+
 def test_a_workdir_in_use_is_refused_at_once(tmp_path):
   holder = _util.hold_folder(tmp_path / 'run')
   try:

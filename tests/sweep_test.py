@@ -360,8 +360,7 @@ def test_compiling_ahead_leaves_the_next_points_nothing_to_compile(
   assert len(compiled['true']) == len(compiled['false']) == 3
   # Without: every group compiles its model's programs (step, evaluation).
   assert all(len(names) >= 2 for names in compiled['false']), runs['false']
-  # With: the first group compiles its own (in either thread); the next
-  # ones load theirs.
+  # With: the first group compiles its own; the next ones load theirs.
   assert ['jit(_init_variables)', 'miss'] in [
       lookup[:2] for lookup in runs['true'][0]], runs['true'][0]
   assert compiled['true'][1:] == [[], []], runs['true']

@@ -184,46 +184,6 @@ def test_precompiled_programs_are_loaded_not_compiled_again(
               if kind == 'miss' and name in compiled], found['run']
 
 
-_TRAIN_COMPILING_AHEAD = """
-import json, sys
-sys.path[:0] = ['tests', '.']
-import jax
-import tensorflow_datasets as tfds
-from cnn_jax import train
-import _util
-# JAX decides once, at a process's first compilation, whether to use the
-# cache; a thread that races that decision skips it (jax 0.10.2).
-jax.jit(lambda x: x + 1)(1)
-with tfds.testing.mock_data(num_examples=48):
-  with _util.cache_lookups() as found:
-    train.train_and_evaluate(_util.tiny_config(), sys.argv[1],
-                             compile_ahead=True)
-print(json.dumps(found))
-"""
-
-
-def test_a_run_compiling_ahead_loads_its_programs_from_the_thread(tmp_path):
-  env = dict(_util.subprocess_env(2),
-             JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'cache'))
-  proc = subprocess.run(
-      [sys.executable, '-c', _TRAIN_COMPILING_AHEAD, str(tmp_path / 'run')],
-      cwd=_util.ROOT, env=env, capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  found = json.loads(proc.stdout.splitlines()[-1])
-  ahead = [name for name, kind, thread in found if thread != 'MainThread']
-  assert 'jit(_init_variables)' in ahead and len(ahead) == 4, found
-  # The run waits for the thread before its first epoch: the mapped
-  # programs (the epoch plan, the step, the evaluation) come from the
-  # cache. Init may race the thread, and the keys and the learning rates
-  # are the run's own.
-  mapped = [kind for name, kind, thread in found
-            if thread == 'MainThread' and name in ahead
-            and name != 'jit(_init_variables)']
-  assert mapped == ['hit'] * 3, found
-  with open(tmp_path / 'run' / 'summary.json') as f:
-    assert json.load(f)['status'] == 'ok'
-
-
 def test_validation_and_test_share_one_evaluation_program():
   """Splits of 30 and 70 examples, padded to one shape, lower one program,
   and each gives the totals of its own examples, as evaluated unpadded."""

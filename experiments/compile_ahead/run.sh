@@ -10,7 +10,8 @@
 # Writes $OUT/times.txt (each sweep: exit status, launch-to-exit seconds,
 # and the seconds from the first point's start to the last one's end, from
 # its log) and $OUT/logs.tar.gz. SWEEP_LIMIT_S (default 270) bounds each
-# sweep; RUN_ARGS shrinks them for a trial on a CPU; PY picks the Python.
+# sweep; RUN_ARGS shrinks them for a trial on a CPU; PY picks the Python;
+# AHEADS (default "false true") the --compile_ahead values, in order.
 set -uo pipefail
 : "${OUT:?OUT: the folder whose files come back}"
 PY=${PY:-python3}
@@ -21,7 +22,7 @@ echo "commit ${CNN_JAX_GIT_COMMIT:-unknown}" > "$OUT/times.txt"
 # The machine's first JAX process starts the GPU's driver: not in a sweep.
 $PY -c 'import jax; print(jax.devices())' >> "$OUT/times.txt" 2>&1
 
-for ahead in false true; do
+for ahead in ${AHEADS:-false true}; do
   a=$(date +%s.%N)
   timeout -k 5 "${SWEEP_LIMIT_S:-270}" $PY -m cnn_jax.sweep \
       --config=configs/sweeps/activation_pooling.py \
@@ -45,4 +46,4 @@ PYEOF
       'BEGIN { printf "%-20s rc=%d %6.1f s launch to exit; %s\n",
                n, rc, b - a, s }' | tee -a "$OUT/times.txt"
 done
-tar czf "$OUT/logs.tar.gz" -C "$W" sweep_false.log sweep_true.log
+tar czf "$OUT/logs.tar.gz" -C "$W" $(cd "$W" && ls sweep_*.log)

@@ -9,10 +9,12 @@
 # and the in-process seconds summary.json records), $OUT/phases*.txt
 # (phases.py, as is and without JAX's GPU memory preallocation: "_nopre"
 # runs) and $OUT/logs.tar.gz. "cold": a fresh compilation cache;
-# "warm": the same command again, its programs read from that cache;
-# "_ahead": with --compile_ahead=true (the others with false).
+# "warm": the same command again, its programs read from that cache.
+# The "_ahead" runs (main's --compile_ahead=true; the others passed false)
+# ran at 55d2fdf; main lost the flag after (README, Speed).
 # RUN_ARGS shrinks the runs for a trial on a CPU, TORCH_DEVICE=none skips
-# PyTorch there; PY picks the Python.
+# PyTorch there; PY picks the Python; RUNS (names, space-separated; "phases"
+# for phases.py) runs only those.
 set -uo pipefail
 : "${OUT:?OUT: the folder whose files come back}"
 PY=${PY:-python3}
@@ -23,8 +25,10 @@ DATA=$PWD/.gpu/tfds
 $PY scripts/idx_from_cache.py "$DATA" "$W/idx" > /dev/null || exit 1
 echo "commit ${CNN_JAX_GIT_COMMIT:-unknown}" > "$OUT/times.txt"
 
+wanted() { [ -z "${RUNS:-}" ] || [[ " $RUNS " == *" $1 "* ]]; }
 timed() {  # name, command...: one process, bounded, logged, timed
   local name=$1; shift
+  wanted "$name" || return 0
   local a=$(date +%s.%N)
   timeout -k 5 90 "$@" > "$W/$name.log" 2>&1
   local rc=$? b=$(date +%s.%N) inproc=-
@@ -43,22 +47,20 @@ main() {  # name, cache folder ('' = off), config file, args...
   timed "$name" env ${RUN_ENV:-} $PY -m cnn_jax.main --config="$config" \
       --workdir="$W/$name" \
       --config.data.data_dir="$DATA" --compilation_cache="$cache" \
-      --compile_ahead=${AHEAD:-false} "$@" ${RUN_ARGS:-}
+      "$@" ${RUN_ARGS:-}
 }
 
-timeout -k 5 60 $PY experiments/gpu_fixed_costs/phases.py "$DATA" \
-    > "$OUT/phases.txt" 2>&1
+wanted phases && timeout -k 5 60 $PY experiments/gpu_fixed_costs/phases.py \
+    "$DATA" > "$OUT/phases.txt" 2>&1
 # JAX takes 75% of the GPU's memory at its first operation (its default
 # preallocation). The first transfer, the training data's, took 2.14 s on
 # an H200 at 4babcaa (phases.txt): is the preallocation most of it?
+# Measured at 55d2fdf: yes. Since, cli.start sets this by default, so the
+# runs without "_nopre" skip the preallocation too.
 NOPRE=XLA_PYTHON_CLIENT_PREALLOCATE=false
-timeout -k 5 60 env $NOPRE $PY experiments/gpu_fixed_costs/phases.py \
-    "$DATA" > "$OUT/phases_nopre.txt" 2>&1
+wanted phases && timeout -k 5 60 env $NOPRE $PY \
+    experiments/gpu_fixed_costs/phases.py "$DATA" > "$OUT/phases_nopre.txt" 2>&1
 main default_cold "$W/cache" configs/default.py
-# --compile_ahead (auto: on a GPU with the cache on; off in the other runs
-# here, as at 4babcaa): the same cold run, its programs compiled in a
-# thread while its data go to the GPU.
-AHEAD=true main default_cold_ahead "$W/cache_ahead" configs/default.py
 RUN_ENV=JAX_LOG_COMPILES=1 main default_logged "$W/cache_logged" \
     configs/default.py
 main default_warm "$W/cache" configs/default.py
@@ -72,8 +74,6 @@ for round in 1 2; do
       --device=${TORCH_DEVICE:-cuda}
 done
 main fast_fill "$W/cache_fast" configs/fast.py \
-    --config.target_test_accuracy=0.9
-AHEAD=true main fast_fill_ahead "$W/cache_fast_ahead" configs/fast.py \
     --config.target_test_accuracy=0.9
 main fast_warm "$W/cache_fast" configs/fast.py \
     --config.target_test_accuracy=0.9
@@ -92,4 +92,4 @@ RUN_ENV=$CACHE_ENV main fast_warm_env '' configs/fast.py \
 tar czf "$OUT/logs.tar.gz" -C "$W" --exclude=checkpoints \
     --exclude='events.out.tfevents*' --exclude=site --exclude=idx \
     --exclude='cache*' .
-cat "$OUT"/phases*.txt "$OUT/times.txt"
+cat "$OUT"/phases*.txt "$OUT/times.txt" 2> /dev/null
