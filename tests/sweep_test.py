@@ -360,9 +360,12 @@ def test_compiling_ahead_leaves_the_next_points_nothing_to_compile(
   assert len(compiled['true']) == len(compiled['false']) == 3
   # Without: every group compiles its model's programs (step, evaluation).
   assert all(len(names) >= 2 for names in compiled['false']), runs['false']
-  # With: the first group compiles its own; the next ones load theirs.
-  assert ['jit(_init_variables)', 'miss'] in [
-      lookup[:2] for lookup in runs['true'][0]], runs['true'][0]
+  # With: the first group's programs compile before it trains, the next
+  # groups' while the one before trains; in the main thread, the first
+  # group compiles only what precompile leaves out.
+  assert compiled['true'][0], runs['true']
+  assert set(compiled['true'][0]) <= {'jit(_keys)', 'jit(schedule)'}, (
+      runs['true'])
   assert compiled['true'][1:] == [[], []], runs['true']
   points = [n for n in os.listdir(tmp_path / 'true')
             if n.startswith('activation=')]
