@@ -1,10 +1,11 @@
 """Seconds per epoch of k seeds in one program: vmapped, or unrolled.
 
 On an H200, 3 seeds vmapped in one program (`train.compile_train_epoch`,
-what the sweep runs) trained ~414,000 img/s in all, one seed alone
-~455,000: vmapping seeds gained nothing. The suspicion: vmap turns each
-conv over the seeds into a grouped convolution (feature_group_count, and
-batch_group_count for the kernel gradient), which cuDNN runs slowly. This
+what the sweep runs) trained 414,000-471,000 img/s in all (the sweep's
+groups), one seed alone ~455,000: vmapping seeds gained nothing per image.
+The suspicion: vmap turns each conv over the seeds into a grouped
+convolution (feature_group_count, and batch_group_count for the kernel
+gradient), which cuDNN runs slowly (README.md here: it does not). This
 times the steady-state epoch of the default recipe (scanned), each variant
 one compiled program over a seed axis built as `train.train_seeds` builds
 it:
