@@ -76,17 +76,11 @@ def define_flags(*, config: bool = True, distributed: bool = True,
 
 
 def start() -> None:
-  """What each entry point does first: set JAX's GPU memory default, join
-  the processes, turn on the compilation cache, quiet the logs.
+  """What each entry point does first: join the processes, turn on the
+  compilation cache, quiet the logs.
 
-  JAX takes 75% of a GPU's memory at its first operation unless told not
-  to: about 105 GiB on an H200, where that cost each process 1.0-1.3 s
-  (README, Speed), for a model whose training data are 43 MB.
-  XLA_PYTHON_CLIENT_PREALLOCATE, when set, wins. Only process 0 logs
-  progress; the others log warnings and errors.
+  Only process 0 logs progress; the others log warnings and errors.
   """
-  # Read when the GPU client starts: before any JAX operation.
-  os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
   explicit = tuple(FLAGS[name].value if name in FLAGS else None
                    for name in ('coordinator_address', 'num_processes',
                                 'process_id'))
@@ -110,8 +104,8 @@ def start() -> None:
 def compile_ahead() -> bool:
   """--compile_ahead, with 'auto' resolved: the one place that decides.
 
-  'auto' is on where it shortened a sweep, on a GPU (README, Speed), and
-  off on a CPU, where it lengthened one. It also needs the compilation
+  'auto' is on where it shortened a sweep, on a GPU, and off on a CPU,
+  where it lengthened one (one run each way; README, Speed). It also needs the compilation
   cache to take every program (as `start` sets it; JAX's own 1 s minimum
   would drop the small ones), and one process: JAX writes the cache from
   process 0 only, so the others would compile each program twice.

@@ -301,7 +301,8 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
     if compile_ahead and i + 1 < len(groups):
       if i == 0 and (first := _compile_ahead(configs, group)):
         # Its own programs first, alone: compiled beside the next group's,
-        # its first epoch took about 3x as long on an H200 (README, Speed).
+        # its first epoch took 15.0 s on an H200, against 4.6 s in a sweep
+        # without compile-ahead (one run each, two machines; README, Speed).
         first.result()
       compiling = _compile_ahead(configs, groups[i + 1])
     try:

@@ -90,8 +90,8 @@ echo "commit ${CNN_JAX_GIT_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unkn
     >> "$OUT/devices.txt"
 
 # PyTorch and a second JAX process (the time-to-target run) share the device
-# with the benchmark's own JAX process: each JAX process takes 30% of its
-# memory instead of JAX's default 75%.
+# with the benchmark's own JAX process: each JAX process may take at most
+# 30% of its memory (claimed as needed: cnn_jax/__init__.py).
 step benchmark '' env XLA_PYTHON_CLIENT_MEM_FRACTION=.3 \
     $PY -m cnn_jax.benchmark --workdir="$OUT/benchmark" \
     --manual_dir="$MANUAL_DIR" --data_dir="$DATA_DIR" ${BENCH_ARGS:-}

@@ -85,8 +85,9 @@ def test_trains_without_tensorflow_from_the_cache(tmp_path, real_data_dir):
 @pytest.mark.parametrize('preallocate', [None, 'true'])
 def test_gpu_memory_is_claimed_as_needed_unless_the_user_says(tmp_path,
                                                              preallocate):
-  """JAX reads XLA_PYTHON_CLIENT_PREALLOCATE when its client starts, so
-  `cli.start` must set it before any JAX operation; a user's value wins."""
+  """JAX reads XLA_PYTHON_CLIENT_PREALLOCATE when its client starts: set by
+  importing cnn_jax, it must be there before main's first JAX operation,
+  which comes after `cli.start`; a user's value wins."""
   argv = ['cnn_jax.main', f'--config={_util.ROOT}/configs/default.py',
           f'--workdir={tmp_path / "run"}']
   script = ('import os, runpy, sys\n'

@@ -50,13 +50,14 @@ main() {  # name, cache folder ('' = off), config file, args...
       "$@" ${RUN_ARGS:-}
 }
 
-wanted phases && timeout -k 5 60 $PY experiments/gpu_fixed_costs/phases.py \
-    "$DATA" > "$OUT/phases.txt" 2>&1
+wanted phases && timeout -k 5 60 env XLA_PYTHON_CLIENT_PREALLOCATE=true \
+    $PY experiments/gpu_fixed_costs/phases.py "$DATA" > "$OUT/phases.txt" 2>&1
 # JAX takes 75% of the GPU's memory at its first operation (its default
 # preallocation). The first transfer, the training data's, took 2.14 s on
 # an H200 at 4babcaa (phases.txt): is the preallocation most of it?
-# Measured at 55d2fdf: yes. Since, cli.start sets this by default, so the
-# runs without "_nopre" skip the preallocation too.
+# Measured at 55d2fdf: yes. Since, importing cnn_jax sets this unless the
+# variable is set, so the runs without "_nopre" skip the preallocation too,
+# except phases.py's first, which asks for it.
 NOPRE=XLA_PYTHON_CLIENT_PREALLOCATE=false
 wanted phases && timeout -k 5 60 env $NOPRE $PY \
     experiments/gpu_fixed_costs/phases.py "$DATA" > "$OUT/phases_nopre.txt" 2>&1
