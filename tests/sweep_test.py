@@ -330,8 +330,17 @@ def train_recorded(configs, group, *args, **kwargs):
     return train(configs, group, *args, **kwargs)
 
 sweep._train = train_recorded
+compile_ahead, order = sweep._compile_ahead, []
+
+def compile_ahead_recorded(configs, group):
+  order.append(['start', group[0]])
+  future = compile_ahead(configs, group)
+  future.add_done_callback(lambda _: order.append(['done', group[0]]))
+  return future
+
+sweep._compile_ahead = compile_ahead_recorded
 sweep.run_sweep(config, spec, workdir, compile_ahead=ahead == 'true')
-print(json.dumps(groups))
+print(json.dumps({'groups': groups, 'order': order}))
 """
 
 
@@ -342,7 +351,7 @@ def test_compiling_ahead_leaves_the_next_points_nothing_to_compile(
   data = _util.tiny_config().data
   data.update(data_dir=real_data_dir, manual_dir=_util.MANUAL_DIR, cache=True)
   input_pipeline.load_splits(data)
-  runs = {}
+  runs, orders = {}, {}
   for ahead in ('false', 'true'):
     # A fresh compilation cache: the tests' shared one may hold them already.
     env = dict(_util.subprocess_env(2),
@@ -352,7 +361,8 @@ def test_compiling_ahead_leaves_the_next_points_nothing_to_compile(
          real_data_dir, _util.MANUAL_DIR], cwd=_util.ROOT, env=env,
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    runs[ahead] = json.loads(proc.stdout.splitlines()[-1])
+    found = json.loads(proc.stdout.splitlines()[-1])
+    runs[ahead], orders[ahead] = found['groups'], found['order']
   # What each group of seeds compiled in the main thread itself.
   compiled = {ahead: [[name for name, kind, thread in group
                        if kind == 'miss' and thread == 'MainThread']
@@ -367,6 +377,12 @@ def test_compiling_ahead_leaves_the_next_points_nothing_to_compile(
   assert set(compiled['true'][0]) <= {'jit(_keys)', 'jit(schedule)'}, (
       runs['true'])
   assert compiled['true'][1:] == [[], []], runs['true']
+  # The first group's programs compiled alone: done before the second
+  # group's start compiling.
+  first, second = (f'activation={a},seed=0' for a in ('relu', 'tanh'))
+  assert orders['true'][:3] == [['start', first], ['done', first],
+                                ['start', second]], orders['true']
+  assert orders['false'] == []
   points = [n for n in os.listdir(tmp_path / 'true')
             if n.startswith('activation=')]
   assert len(points) == 6
