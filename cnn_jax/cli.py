@@ -105,10 +105,11 @@ def compile_ahead() -> bool:
   """--compile_ahead, with 'auto' resolved: the one place that decides.
 
   'auto' is on where it shortened a sweep, on a GPU, and off on a CPU,
-  where it lengthened one (one run each way; README, Speed). It also needs the compilation
-  cache to take every program (as `start` sets it; JAX's own 1 s minimum
-  would drop the small ones), and one process: JAX writes the cache from
-  process 0 only, so the others would compile each program twice.
+  where it lengthened one (one run each way; README, Speed). It also needs
+  the compilation cache to take every program (as `start` sets it; JAX's
+  own 1 s minimum would drop the small ones), and one process: JAX writes
+  the cache from process 0 only, so the others would compile each program
+  twice.
   """
   if FLAGS.compile_ahead == 'auto':
     return (jax.default_backend() != 'cpu'
