@@ -487,8 +487,8 @@ def precompile_in_thread(config: ml_collections.ConfigDict, num_seeds: int,
 
 
 def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
-                workdirs: Sequence[str], *, start_over: bool = False
-                ) -> list[dict[str, Any]]:
+                workdirs: Sequence[str], *,
+                start_over: bool = False) -> list[dict[str, Any]]:
   """Trains one run per seed, all in one compiled program.
 
   Each seed draws its own initialization, shuffling and augmentation, exactly
