@@ -10,7 +10,7 @@ ARGS ?=
 
 MANUAL_FLAG := $(if $(wildcard $(MANUAL_DIR)/train-images-idx3-ubyte.gz),--config.data.manual_dir=$(MANUAL_DIR),)
 
-.PHONY: setup train test benchmark gpu-carry clean
+.PHONY: setup train test benchmark offline-bundle clean
 
 setup: $(VENV)/.installed
 
@@ -32,9 +32,11 @@ BENCH_DIR ?=
 benchmark: setup
 	$(PY) -m cnn_jax.benchmark --workdir=$(BENCH_DIR) --manual_dir=$(MANUAL_DIR) $(ARGS)
 
-# What scripts/gpu_lease.sh carries to a lent GPU machine: .whl/ and .gpu/.
-gpu-carry: setup
-	MANUAL_DIR=$(MANUAL_DIR) PY=$(PY) bash scripts/gpu_carry.sh
+# What an offline GPU host needs (no network or TensorFlow there): .whl/, the
+# wheels its image lacks, and .gpu/, the decoded data. Copy both with the repo;
+# scripts/gpu_check.sh uses them there.
+offline-bundle: setup
+	MANUAL_DIR=$(MANUAL_DIR) PY=$(PY) bash scripts/gpu_offline_bundle.sh
 
 test: setup
 	CNN_JAX_MANUAL_DIR=$(MANUAL_DIR) $(PY) -m pytest tests

@@ -23,9 +23,15 @@
 # Fashion-MNIST .gz files in MANUAL_DIR (default ../shared/data/fashion_mnist;
 # PyTorch reads them), and the dataset prepared by TFDS in DATA_DIR, or only
 # its decoded-split cache (DATA_DIR/fashion_mnist/3.0.1/cnn_jax_{train,test}.npz)
-# where TensorFlow is not installed. On a lent machine without network or
-# TensorFlow, scripts/gpu_lease.sh sets all this up. BENCH_ARGS and RUN_ARGS
-# add flags, e.g. to shrink a trial run on a CPU.
+# where TensorFlow is not installed. BENCH_ARGS and RUN_ARGS add flags, e.g.
+# to shrink a trial run on a CPU.
+#
+# An offline host (no network, no TensorFlow): copy the repo there with the
+# .whl/ and .gpu/ folders that `make offline-bundle` writes. The script then
+# installs .whl/'s wheels into a scratch folder (scripts/gpu_site.sh), reads
+# the data from .gpu/tfds unless DATA_DIR is set, and, where MANUAL_DIR lacks
+# the .gz files, rebuilds them from that cache for PyTorch
+# (scripts/idx_from_cache.py).
 set -uo pipefail
 OUT=${1:-workdirs/gpu_check/$(date +%Y%m%d-%H%M%S)}
 MANUAL_DIR=${MANUAL_DIR:-$(realpath -m ../shared/data/fashion_mnist)}
@@ -46,6 +52,16 @@ END=$(( $(date +%s) + ${DEADLINE_S:-0} ))
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 OUT=$(realpath "$OUT")
+
+# What `make offline-bundle` brought, if anything.
+W=$(mktemp -d)
+trap 'rm -rf "$W"' EXIT
+source scripts/gpu_site.sh
+if [ -z "$DATA_DIR" ] && [ -d .gpu/tfds ]; then DATA_DIR=$PWD/.gpu/tfds; fi
+if [ ! -f "$MANUAL_DIR/train-images-idx3-ubyte.gz" ] && [ -n "$DATA_DIR" ]; then
+  $PY scripts/idx_from_cache.py "$DATA_DIR" "$W/idx" > /dev/null \
+      && MANUAL_DIR=$W/idx
+fi
 status=0
 
 step() {  # name, limit (s, or ''), command...: runs it (until the limit or

@@ -2,10 +2,10 @@
 
   python scripts/idx_from_cache.py DATA_DIR OUT_DIR
 
-For a lent GPU machine (scripts/gpu_lease.sh): the seed's PyTorch model
-reads the IDX files, but the cache (about 53 MiB) and the .gz files (about
-29 MiB) together exceed what may be carried there, and the cache alone is
-what the JAX runs need without TensorFlow. The pixels and labels are the
+For an offline GPU host (scripts/gpu_check.sh): the seed's PyTorch model
+reads the IDX files, while the JAX runs need only the cache, so
+`make offline-bundle` ships the cache alone and the .gz files are rebuilt
+there. The pixels and labels are the
 ones TFDS decoded and verified; only the order differs from the original
 files (TFDS's), which PyTorch's shuffled training does not see.
 """

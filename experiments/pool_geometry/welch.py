@@ -7,7 +7,7 @@ committed summary.json files; uncorrected for multiple comparisons. Within
 the 3x3 table: Gaussian against average pooling (they differ only in these
 windows) and max against average, per activation. Across geometries: each
 3x3 cell against the same cell of the 2x2 table
-(experiments/activation_pooling/gpu_20_epochs, trained on an H200, so
+(experiments/activation_pooling/runs, trained on an H200, so
 device differences are part of that gap); and, for the one cell where that
 gap was largest, sigmoid with average pooling, against the same cell at 2x2
 trained on this CPU at the 3x3 table's commit (cpu_2x2/), and that
@@ -24,8 +24,7 @@ from scipy import stats
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TABLES = {'3x3': os.path.join(HERE, 'runs'),
-          '2x2': os.path.join(HERE, '..', 'activation_pooling',
-                              'gpu_20_epochs', 'runs'),
+          '2x2': os.path.join(HERE, '..', 'activation_pooling', 'runs'),
           # The same-device control: one 2x2 cell on this CPU, same commit.
           '2x2cpu': os.path.join(HERE, 'cpu_2x2')}
 
