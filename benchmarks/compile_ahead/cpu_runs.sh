@@ -7,7 +7,7 @@
 #   bash benchmarks/compile_ahead/cpu_runs.sh DATA_DIR [ROUNDS]
 #
 # It ran at 9c7c4a3; main has had no --compile_ahead since a single run
-# gained nothing from it on a GPU either (README, Speed): run it in a
+# gained nothing from it on a GPU either (README.md here): run it in a
 # checkout of 9c7c4a3-55d2fdf.
 set -uo pipefail
 DATA_DIR=$(realpath "$1")

@@ -1,11 +1,10 @@
 #!/bin/bash
-# The 36-run activation x pooling sweep twice on a lent GPU machine, without
-# and with --compile_ahead (the next point's programs compiled in a thread
-# while a point trains), each with a fresh compilation cache, in one call of
-# the workplace's device tool (carry [".whl", ".gpu"], as
-# scripts/gpu_lease.sh; from the repo root):
+# The 36-run activation x pooling sweep twice on a GPU host, without and
+# with --compile_ahead (the next point's programs compiled in a thread while
+# a point trains), each with a fresh compilation cache (from the repo root,
+# with .whl/ and .gpu/ from `make offline-bundle`):
 #
-#   CNN_JAX_GIT_COMMIT=<commit> bash benchmarks/compile_ahead/run.sh
+#   OUT=DIR CNN_JAX_GIT_COMMIT=<commit> bash benchmarks/compile_ahead/run.sh
 #
 # Writes $OUT/times.txt (each sweep: exit status, launch-to-exit seconds,
 # and the seconds from the first point's start to the last one's end, from

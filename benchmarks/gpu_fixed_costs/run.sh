@@ -1,9 +1,9 @@
 #!/bin/bash
-# A run's fixed seconds on a lent GPU machine, cold and warm, in one short
-# call of the workplace's device tool (carry [".whl", ".gpu"], as
-# scripts/gpu_lease.sh; from the repo root):
+# A run's fixed seconds on a GPU host, cold and warm, whole processes one
+# after another (from the repo root, with .whl/ and .gpu/ from
+# `make offline-bundle`):
 #
-#   CNN_JAX_GIT_COMMIT=<commit> bash benchmarks/gpu_fixed_costs/run.sh
+#   OUT=DIR CNN_JAX_GIT_COMMIT=<commit> bash benchmarks/gpu_fixed_costs/run.sh
 #
 # Writes $OUT/times.txt (each process: exit status, launch-to-exit seconds,
 # and the in-process seconds summary.json records), $OUT/phases*.txt
@@ -11,7 +11,7 @@
 # runs) and $OUT/logs.tar.gz. "cold": a fresh compilation cache;
 # "warm": the same command again, its programs read from that cache.
 # The "_ahead" runs (main's --compile_ahead=true; the others passed false)
-# ran at 55d2fdf; main lost the flag after (README, Speed).
+# ran at 55d2fdf; main lost the flag after (docs/performance.md).
 # RUN_ARGS shrinks the runs for a trial on a CPU, TORCH_DEVICE=none skips
 # PyTorch there; PY picks the Python; RUNS (names, space-separated; "phases"
 # for phases.py) runs only those.

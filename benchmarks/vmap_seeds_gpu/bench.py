@@ -26,7 +26,7 @@ A variant that fails prints its error and the others still run.
   python benchmarks/vmap_seeds_gpu/bench.py DATA_DIR [--epochs=3]
       [--num_train_examples=N] [--budget_s=S]
 
-DATA_DIR holds the decoded splits (`.gpu/tfds` on a lent GPU); with OUT
+DATA_DIR holds the decoded splits (`.gpu/tfds` from `make offline-bundle`); with OUT
 set, the lines also go to $OUT/vmap_seeds.txt.
 """
 
