@@ -14,6 +14,7 @@ from typing import NoReturn
 from absl import flags
 from absl import logging
 import jax
+import ml_collections
 from ml_collections import config_flags
 
 import cnn_jax
@@ -73,6 +74,11 @@ def define_flags(*, config: bool = True, distributed: bool = True,
                     'Join a multi-process run whose layout JAX reads from '
                     'the environment (Cloud TPU, SLURM, ...). Implied by '
                     'the three flags above.')
+  flags.DEFINE_integer(
+      'initialization_timeout', 300,
+      'Seconds a process of a multi-process run waits for all the others '
+      "to join (JAX's default); then it stops with one error line.",
+      lower_bound=1)
 
 
 def start() -> None:
@@ -81,6 +87,7 @@ def start() -> None:
 
   Only process 0 logs progress; the others log warnings and errors.
   """
+  logging.get_absl_handler().addFilter(_only_own_info)
   explicit = tuple(FLAGS[name].value if name in FLAGS else None
                    for name in ('coordinator_address', 'num_processes',
                                 'process_id'))
@@ -88,17 +95,32 @@ def start() -> None:
     if any(x is None for x in explicit):
       fail('--coordinator_address, --num_processes and --process_id go '
            'together')
-    parallel.initialize_distributed(*explicit)
+    _join(*explicit)
   elif 'distributed' in FLAGS and FLAGS.distributed:
-    parallel.initialize_distributed()
+    _join()
   cache = FLAGS.compilation_cache if 'compilation_cache' in FLAGS else ''
   if cache and not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
     jax.config.update('jax_compilation_cache_dir', os.path.expanduser(cache))
     # Every program, however quick to compile: a sweep point has several.
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
-  logging.get_absl_handler().addFilter(_only_own_info)
   if not parallel.is_main_process():
     logging.set_verbosity(logging.WARNING)
+
+
+def _join(*layout) -> None:
+  try:
+    parallel.initialize_distributed(
+        *layout, timeout_s=FLAGS.initialization_timeout, on_timeout=_exit_now)
+  except errors.UserError as e:
+    fail(str(e))
+
+
+def _exit_now(message: str) -> NoReturn:
+  """fail(), from any thread: for a wait in native code that neither an
+  exception nor a signal handler can end."""
+  print(f'error: {" ".join(message.split())}', file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  os._exit(2)  # pylint: disable=protected-access
 
 
 def compile_ahead() -> bool:
@@ -188,18 +210,41 @@ def _unknown_field(argv: list[str], key: str) -> str:
   return f'config.{key}'
 
 
+def load_config(value: str) -> ml_collections.ConfigDict:
+  """What --config=FILE[:ARG] names: FILE's get_config(ARG), or get_config().
+
+  Raises UserError naming the file if it cannot be imported, or if its
+  get_config() raises or returns something other than a ConfigDict.
+  """
+  path, *arg = value.split(':', 1)  # Split as ml_collections splits it.
+  path = os.path.expanduser(path)
+  module = load_config_module(path)
+  try:
+    config = module.get_config(*arg)
+  except Exception as e:  # pylint: disable=broad-except
+    # Whatever get_config raises is a mistake in the file or the ARG.
+    raise errors.UserError(f'--config: {path}: get_config() raised '
+                           f'{type(e).__name__}: {e}') from None
+  if not isinstance(config, ml_collections.ConfigDict):
+    got = 'None' if config is None else type(config).__name__
+    raise errors.UserError(f'--config: {path}: get_config() returned '
+                           f'{got}; it must return a '
+                           f'ml_collections.ConfigDict')
+  return config
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's parser, with flag and config errors reduced to one line.
 
-  The config file is imported once here first, so that a missing file or
-  one that raises is named on one line rather than in absl's traceback.
+  The config is built once here first, so that a missing file, or one that
+  raises, is named on one line rather than in absl's traceback (or, for
+  some exceptions, in ml_collections' deferred one).
   """
-  path = _config_path(argv)
-  if path is not None:
-    path = os.path.expanduser(path)
-    _make_configs_importable(path)
+  value = _config_path(argv)
+  if value is not None:
+    _make_configs_importable(os.path.expanduser(value.split(':', 1)[0]))
     try:
-      load_config_module(path)
+      load_config(value)
     except errors.UserError as e:
       fail(str(e))
   try:

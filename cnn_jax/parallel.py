@@ -13,11 +13,16 @@ way. Arguments and results are of two kinds:
 """
 
 import abc
+import socket
+import threading
 from typing import Any, Callable, Sequence
 
+from absl import logging
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
+
+from cnn_jax import errors
 
 AXIS = 'batch'
 REPLICATED = 'replicated'
@@ -186,19 +191,124 @@ def create(name: str) -> Parallelism:
   return PARALLELISMS[name]()
 
 
+class DistributedError(errors.UserError):
+  """Multi-process flags that no run can have, or a coordinator port taken."""
+
+
+def _check_layout(coordinator_address: str, num_processes: int,
+                  process_id: int) -> None:
+  """Raises DistributedError unless the three flags can name a run.
+
+  Checked here because JAX's own checks are tracebacks, and a port it
+  cannot bind crashes the process.
+  """
+  if num_processes < 1:
+    raise DistributedError(f'--num_processes must be >= 1; got '
+                           f'{num_processes}')
+  if not 0 <= process_id < num_processes:
+    raise DistributedError(f'--process_id must be in [0, {num_processes}); '
+                           f'got {process_id}')
+  host, _, port = coordinator_address.rpartition(':')
+  host = host.removeprefix('[').removesuffix(']')  # [::1]:1234
+  if not host or not port:
+    raise DistributedError(f'--coordinator_address must be HOST:PORT, the '
+                           f'address of process 0; got '
+                           f'{coordinator_address}')
+  if not (port.isdigit() and 1 <= int(port) <= 65535):
+    raise DistributedError(f'--coordinator_address must name a port in '
+                           f'[1, 65535]; got {port}')
+  try:
+    socket.getaddrinfo(host, int(port))
+  except OSError as e:
+    raise DistributedError(f'--coordinator_address: host {host} cannot be '
+                           f'resolved ({e.strerror or e})') from None
+  if process_id == 0:
+    _check_port_free(int(port))
+
+
+def _check_port_free(port: int) -> None:
+  """Binds `port` as JAX's coordinator would: on every address, IPv6 with
+  IPv4 where the host has both, other listeners' sockets not shared."""
+  try:
+    probe = socket.socket(socket.AF_INET6)
+    address = ('::', port)
+  except OSError:
+    probe = socket.socket(socket.AF_INET)
+    address = ('0.0.0.0', port)
+  with probe:
+    # Lets a port whose last connections are closing (TIME_WAIT) be reused,
+    # as the coordinator's server does.
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+      probe.bind(address)
+      probe.listen()
+    except OSError as e:
+      raise DistributedError(
+          f'--coordinator_address: port {port} is in use on this machine '
+          f'({e.strerror or e}), and process 0 must serve the run there; '
+          f'give every process a free port') from None
+
+
 def initialize_distributed(coordinator_address: str | None = None,
                            num_processes: int | None = None,
-                           process_id: int | None = None) -> None:
+                           process_id: int | None = None, *,
+                           timeout_s: int = 300,
+                           on_timeout: Callable[[str], Any] | None = None
+                           ) -> None:
   """Joins this process to JAX's distributed runtime.
 
   Must run before anything touches a device. Without arguments JAX reads
   the cluster from the environment (Cloud TPU, SLURM, ...). Collectives
   between processes on CPUs go through gloo.
+
+  Args:
+    coordinator_address: HOST:PORT of process 0, which serves the run there.
+    num_processes: processes in the run.
+    process_id: this process's index, 0 first.
+    timeout_s: how long to wait for every process to join.
+    on_timeout: called with a one-line explanation once `timeout_s` has
+      passed without all processes, from another thread, while this one
+      still waits inside JAX; it should end the process. JAX itself would
+      abort it a little later with a native stack trace.
+
+  Raises:
+    DistributedError: the arguments name no possible run, or (on process 0)
+      the coordinator's port is taken.
   """
+  explicit = coordinator_address is not None
+  if explicit:
+    _check_layout(coordinator_address, num_processes, process_id)
+    waiting = (f'the {num_processes} processes of the run at '
+               f'{coordinator_address} (this is process {process_id})')
+  else:
+    waiting = 'the processes JAX finds in the environment'
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  jax.distributed.initialize(coordinator_address=coordinator_address,
-                             num_processes=num_processes,
-                             process_id=process_id)
+  logging.info('waiting up to %d s for %s', timeout_s, waiting)
+  deadline = None
+  if on_timeout is not None:
+    deadline = threading.Timer(timeout_s, on_timeout, [
+        f'not all of {waiting} joined within {timeout_s} s; start every '
+        f'process with the same --coordinator_address and --num_processes '
+        f'and its own --process_id, or allow more --initialization_timeout'])
+    deadline.daemon = True
+    deadline.start()
+  try:
+    # JAX's own deadline, later than ours: when it passes, it aborts.
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes,
+                               process_id=process_id,
+                               initialization_timeout=timeout_s + 30)
+  except ValueError as e:
+    if explicit:
+      raise
+    # No cluster in the environment: JAX's ValueError says what it lacks.
+    raise DistributedError(f'--distributed: {e} JAX found no multi-process '
+                           f'cluster in the environment; give '
+                           f'--coordinator_address, --num_processes and '
+                           f'--process_id instead') from None
+  finally:
+    if deadline is not None:
+      deadline.cancel()
 
 
 def is_main_process() -> bool:

@@ -8,6 +8,8 @@ import pytest
 from configs import default
 from configs import fast
 from configs import seed_recipe
+from cnn_jax import cli
+from cnn_jax import errors
 from cnn_jax import models
 from cnn_jax import sweep
 from cnn_jax import validation
@@ -159,3 +161,41 @@ def test_seed_recipe_is_plain_adam_without_augmentation():
   assert not config.data.random_flip and config.data.random_shift == 0
   assert config.model.to_dict() == default.get_config().model.to_dict()
   validation.check_config(config)
+
+
+# A config file whose get_config() fails, and what the one error line says.
+BAD_GET_CONFIGS = [
+    ('raise ValueError("no such variant")',
+     'get_config() raised ValueError: no such variant'),
+    # KeyError and OSError once read as an unknown field, or were deferred
+    # to a traceback at the config's first use.
+    ('raise KeyError("model")', "get_config() raised KeyError: 'model'"),
+    ('raise OSError("gone")', 'get_config() raised OSError: gone'),
+    ('return None', 'get_config() returned None; it must return a '
+                    'ml_collections.ConfigDict'),
+    ('return {"seed": 0}', 'get_config() returned dict; it must return a '
+                           'ml_collections.ConfigDict'),
+]
+
+
+@pytest.mark.parametrize('body,words', BAD_GET_CONFIGS)
+def test_a_get_config_that_fails_is_named_in_one_line(tmp_path, body, words):
+  path = tmp_path / 'my_config.py'
+  path.write_text(f'def get_config():\n  {body}\n')
+  with pytest.raises(errors.UserError) as e:
+    cli.load_config(str(path))
+  assert str(e.value) == f'--config: {path}: {words}'
+
+
+def test_a_config_argument_after_a_colon_reaches_get_config(tmp_path):
+  """As ml_collections reads --config=FILE:ARG."""
+  path = tmp_path / 'my_config.py'
+  path.write_text('from configs import default\n'
+                  'def get_config(epochs):\n'
+                  '  config = default.get_config()\n'
+                  '  config.num_epochs = int(epochs)\n'
+                  '  return config\n')
+  assert cli.load_config(f'{path}:7').num_epochs == 7
+  with pytest.raises(errors.UserError, match='raised ValueError: invalid '
+                                             'literal for int'):
+    cli.load_config(f'{path}:seven')

@@ -162,6 +162,9 @@ BAD_INPUTS = {
                             '/nonexistent/config.py'),
     'config_syntax_error': ('def get_config(:\n', 'run', [],
                             'failed to load: SyntaxError: invalid syntax'),
+    'get_config_raises': ('def get_config():\n  raise KeyError("model")\n',
+                          'run', [], "--config: my_config.py: get_config() "
+                          "raised KeyError: 'model'"),
     'sweep_config_to_main': (f'{_util.ROOT}/configs/sweeps/batch_norm.py',
                              'run', [], 'is a sweep config (it has '
                              'get_sweep); run it with python -m cnn_jax.sweep'),

@@ -4,6 +4,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 
 import chex
 import jax
@@ -200,3 +201,84 @@ def test_two_processes_equal_one_process_with_two_devices(tmp_path,
   assert abs(two_shard_map['best_val_accuracy']
              - one['best_val_accuracy']) <= 2 / 500 + 1e-6
   assert abs(two_shard_map['test_accuracy'] - one['test_accuracy']) <= 1e-3
+
+
+# Layouts no run can have, each refused by name before JAX is called.
+BAD_LAYOUTS = [
+    (('127.0.0.1:1234', 2, 5), '--process_id must be in [0, 2); got 5'),
+    (('127.0.0.1:1234', 2, -1), '--process_id must be in [0, 2); got -1'),
+    (('127.0.0.1:1234', 0, 0), '--num_processes must be >= 1; got 0'),
+    (('127.0.0.1', 2, 1), 'must be HOST:PORT'),
+    (('127.0.0.1:', 2, 1), 'must be HOST:PORT'),
+    ((':1234', 2, 1), 'must be HOST:PORT'),
+    (('127.0.0.1:99999', 2, 1), 'a port in [1, 65535]; got 99999'),
+    (('127.0.0.1:0', 2, 1), 'a port in [1, 65535]; got 0'),
+    (('127.0.0.1:http', 2, 1), 'a port in [1, 65535]; got http'),
+    (('no-such-host.invalid:1234', 2, 1), 'no-such-host.invalid cannot be '
+                                          'resolved'),
+]
+
+
+@pytest.mark.parametrize('layout,words', BAD_LAYOUTS)
+def test_an_impossible_layout_is_refused_by_name(layout, words):
+  with pytest.raises(parallel.DistributedError) as e:
+    parallel.initialize_distributed(*layout, timeout_s=1)
+  assert words in str(e.value)
+  assert '\n' not in str(e.value)
+
+
+def _process(args, workdir):
+  """Starts one process of a multi-process `python -m cnn_jax.main`."""
+  cmd = [sys.executable, '-m', 'cnn_jax.main',
+         f'--config={_util.ROOT}/configs/default.py', f'--workdir={workdir}',
+         *args]
+  return subprocess.Popen(cmd, cwd=_util.ROOT, env=_util.subprocess_env(1),
+                          text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE)
+
+
+def _one_error_line(code, err):
+  assert code == 2, err[-3000:]
+  errors = [l for l in err.splitlines() if l.startswith('error: ')]
+  assert len(errors) == 1, err[-3000:]
+  assert 'Traceback' not in err and 'Check failure' not in err, err[-3000:]
+  return errors[0]
+
+
+def test_a_taken_coordinator_port_is_one_line(tmp_path):
+  """JAX's own bind of a taken port crashed the process (SIGSEGV)."""
+  with socket.socket() as holder:
+    holder.bind(('127.0.0.1', 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    proc = _process([f'--coordinator_address=127.0.0.1:{port}',
+                     '--num_processes=2', '--process_id=0'], tmp_path / 'run')
+    _, err = proc.communicate(timeout=120)
+  line = _one_error_line(proc.returncode, err)
+  assert f'port {port} is in use' in line, line
+  assert not (tmp_path / 'run').exists()
+
+
+def test_a_missing_process_ends_the_wait_in_one_line(tmp_path):
+  """Process 0 without process 1, and process 1 without process 0, each
+  at its own port: each says what it waits for, and stops when
+  --initialization_timeout passes (JAX's own wait is 300 s, then an abort
+  with a native stack trace)."""
+  start = time.time()
+  procs = [_process([f'--coordinator_address=127.0.0.1:{_free_port()}',
+                     '--num_processes=2', f'--process_id={i}',
+                     '--initialization_timeout=3'], tmp_path / f'run{i}')
+           for i in (0, 1)]
+  try:
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  assert time.time() - start < 100
+  for i, (proc, err) in enumerate(zip(procs, errs)):
+    assert 'waiting up to 3 s for the 2 processes of the run at' in err, err
+    line = _one_error_line(proc.returncode, err)
+    assert 'within 3 s' in line and f'(this is process {i})' in line, line
+    assert not (tmp_path / f'run{i}').exists()
