@@ -6,16 +6,24 @@ indices on the device, leaving the host nothing to do per step.
 
 TFDS prepares the dataset (checksums verified) and, the first time, its
 decoded splits are kept as arrays next to TFDS's own files
-(`<data_dir>/<dataset>/<version>/cnn_jax_<split>.npz`, `config.data.cache`).
+(`<data_dir>/<dataset>/<version>/cnn_jax_<split>.npz`, `config.data.cache`),
+with a manifest (MANIFEST) written last that ties them to what made them:
+the dataset, its TFDS version, the split sizes and each split's SHA-256.
 Later runs read those without importing TensorFlow, which starts them
-faster (README) and lets machines without TensorFlow train.
+faster (README) and lets machines without TensorFlow train. A cache is read
+only from the version folder TFDS prepared for the version it reads, and
+only after every check passes; a damaged one is refused, never trained on.
 """
 
 import dataclasses
 import functools
 import hashlib
+import importlib.util
+import json
 import os
+from typing import IO, Any, Callable
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -35,6 +43,9 @@ class Dataset:
   num_classes: int
   num_train: int
   num_test: int
+  # The TFDS version whose prepared data are read: the installed TFDS must
+  # build it, and the cache is read from its folder only.
+  tfds_version: str
   # SHA-256 of each file TFDS's builder downloads, hence the ones
   # `config.data.manual_dir` needs: a bad copy is named before TFDS runs.
   manual_files: dict[str, str]
@@ -45,7 +56,8 @@ class Dataset:
 # The model's input is 28x28 grey (IMAGE_SHAPE): datasets of that form only.
 DATASETS = {
     'fashion_mnist': Dataset(
-        num_classes=10, num_train=60_000, num_test=10_000, manual_files={
+        num_classes=10, num_train=60_000, num_test=10_000,
+        tfds_version='3.0.1', manual_files={
             'train-images-idx3-ubyte.gz':
                 '3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84',
             'train-labels-idx1-ubyte.gz':
@@ -65,8 +77,21 @@ _READ_BATCH = 10_000
 # TFDS's full splits, which the cache holds; validation is cut from 'train'.
 _SPLITS = ('train', 'test')
 CACHE_FILE = 'cnn_jax_{split}.npz'
+# Written after the splits: without it, the arrays are not a cache.
+MANIFEST = 'cnn_jax_cache.json'
+# What TFDS writes into each version folder it prepares.
+TFDS_INFO = 'dataset_info.json'
 
 Split = dict[str, np.ndarray]
+
+
+class Splits(dict):
+  """{'train', 'validation', 'test'} -> Split, and in `source` where the
+  arrays came from (summary.json's "data")."""
+
+  def __init__(self, splits: dict[str, Split], source: dict[str, Any]):
+    super().__init__(splits)
+    self.source = source
 
 
 def missing_manual_files(manual_dir: str) -> list[str]:
@@ -106,33 +131,218 @@ def _tfds_data_dir(data_dir: str) -> str:
                             or '~/tensorflow_datasets')
 
 
-def _version_key(name: str) -> tuple[int, ...]:
-  return tuple(int(p) if p.isdigit() else -1 for p in name.split('.'))
+def cache_folder(data_config: ml_collections.ConfigDict) -> str:
+  """The version folder TFDS prepares for the version cnn_jax reads: the one
+  place the decoded-split cache is read from and written to."""
+  return os.path.join(_tfds_data_dir(data_config.data_dir),
+                      data_config.dataset,
+                      DATASETS[data_config.dataset].tfds_version)
+
+
+def cache_files() -> tuple[str, ...]:
+  """The files of a version folder that reading its cache needs, TFDS's
+  dataset_info.json included: what a machine without TensorFlow needs."""
+  return (*(CACHE_FILE.format(split=s) for s in _SPLITS), MANIFEST, TFDS_INFO)
+
+
+def _split_sizes(dataset: str) -> dict[str, int]:
+  return {'train': DATASETS[dataset].num_train,
+          'test': DATASETS[dataset].num_test}
+
+
+def _digest(split: Split) -> str:
+  """SHA-256 of a split's image bytes followed by its label bytes."""
+  digest = hashlib.sha256()
+  for key in ('image', 'label'):
+    digest.update(np.ascontiguousarray(split[key]))
+  return digest.hexdigest()
+
+
+def _read_json(path: str) -> Any:
+  """The file's JSON value; None if it cannot be read as JSON."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def _one_line(e: BaseException) -> str:
+  lines = str(e).strip().splitlines()
+  return f'{type(e).__name__}: {lines[0]}' if lines else type(e).__name__
+
+
+def _rebuild(folder: str) -> str:
+  return f'delete {folder}/cnn_jax_*.npz to rebuild the cache from TFDS'
+
+
+def _not_a_cache(folder: str, dataset: str) -> str | None:
+  """Why `folder` holds no cache that cnn_jax wrote from data TFDS prepared
+  for the version it reads; None where it holds one.
+
+  Raises:
+    DataError: where one of cnn_jax's cache files is a folder or some other
+      thing that is not a file, which no run could replace.
+  """
+  for name in (*(CACHE_FILE.format(split=s) for s in _SPLITS), MANIFEST):
+    path = os.path.join(folder, name)
+    if os.path.lexists(path) and not os.path.isfile(path):
+      kind = 'a folder' if os.path.isdir(path) else 'not a regular file'
+      raise DataError(f'{path} is {kind}, where the decoded-split cache '
+                      f'keeps a file; remove it')
+  missing = [n for n in cache_files()
+             if not os.path.isfile(os.path.join(folder, n))]
+  if missing:
+    return f'no {", ".join(missing)}'
+  version = DATASETS[dataset].tfds_version
+  info = _read_json(os.path.join(folder, TFDS_INFO))
+  if not (isinstance(info, dict) and info.get('name') == dataset
+          and info.get('version') == version):
+    return f'its {TFDS_INFO} is not TFDS\'s for {dataset} {version}'
+  return None
 
 
 def find_cache(data_config: ml_collections.ConfigDict) -> str | None:
-  """The newest version folder of the dataset that holds every cached split.
+  """The folder of the dataset's decoded-split cache; None if it has none.
 
-  The newest, since that is the version TFDS itself prepares and reads.
+  Only the version folder that TFDS prepares for DATASETS' version is
+  considered, and only with TFDS's dataset_info.json and cnn_jax's manifest
+  in it: arrays left elsewhere, or without what made them, are no cache.
+  read_cache checks the contents.
   """
-  root = os.path.join(_tfds_data_dir(data_config.data_dir),
-                      data_config.dataset)
-  if not os.path.isdir(root):
-    return None
-  complete = [v for v in os.listdir(root) if all(
-      os.path.isfile(os.path.join(root, v, CACHE_FILE.format(split=s)))
-      for s in _SPLITS)]
-  return (os.path.join(root, max(complete, key=_version_key))
-          if complete else None)
+  folder = cache_folder(data_config)
+  return None if _not_a_cache(folder, data_config.dataset) else folder
+
+
+def _load_npz(path: str, folder: str) -> dict[str, Any]:
+  try:
+    loaded = np.load(path, allow_pickle=False)
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+      raise ValueError('not an .npz archive')
+    with loaded:
+      return {k: loaded[k] for k in loaded.files}
+  except Exception as e:  # pylint: disable=broad-except
+    # Whatever a damaged file makes numpy or zipfile raise is the file's fault.
+    raise DataError(f'{path}: cannot be read ({_one_line(e)}); '
+                    f'{_rebuild(folder)}') from None
+
+
+def _split_problem(arrays: dict[str, Any], dataset: str,
+                   split: str) -> str | None:
+  """What keeps `arrays` from being the dataset's split; None if nothing."""
+  if sorted(arrays) != ['image', 'label']:
+    return f'holds arrays {sorted(arrays)}; expected image and label'
+  n = _split_sizes(dataset)[split]
+  for key, dtype, shape in (('image', np.uint8, (n, *IMAGE_SHAPE)),
+                            ('label', np.int32, (n,))):
+    a = arrays[key]
+    if not (isinstance(a, np.ndarray) and a.dtype == dtype
+            and a.shape == shape):
+      found = (f'{a.dtype} {a.shape}' if isinstance(a, np.ndarray)
+               else type(a).__name__)
+      return f'{key} is {found}; expected {np.dtype(dtype)} {shape}'
+  num_classes = DATASETS[dataset].num_classes
+  low, high = int(arrays['label'].min()), int(arrays['label'].max())
+  if low < 0 or high >= num_classes:
+    return f'labels span {low}..{high}; expected 0..{num_classes - 1}'
+  return None
+
+
+def read_cache(folder: str, dataset: str
+               ) -> tuple[dict[str, Split], dict[str, Any]]:
+  """The full splits of a cache find_cache found, checked, and their source.
+
+  Each split must have the dataset's size, image shape, dtypes and label
+  range, and the SHA-256 its manifest recorded when it was written.
+
+  Returns:
+    ({'train', 'test'} -> Split, the source facts for summary.json).
+
+  Raises:
+    DataError: naming the first file that fails, and what to delete.
+  """
+  version = DATASETS[dataset].tfds_version
+  manifest_path = os.path.join(folder, MANIFEST)
+  manifest = _read_json(manifest_path)
+  try:
+    digests = {s: manifest['splits'][s]['sha256'] for s in _SPLITS}
+    valid = (manifest['dataset'] == dataset
+             and manifest['tfds_version'] == version
+             and all(isinstance(d, str) for d in digests.values()))
+  except (TypeError, KeyError):
+    valid = False
+  if not valid:
+    raise DataError(f'{manifest_path}: not a manifest of {dataset} {version} '
+                    f'written by cnn_jax; {_rebuild(folder)}')
+  full = {}
+  for split in _SPLITS:
+    path = os.path.join(folder, CACHE_FILE.format(split=split))
+    arrays = _load_npz(path, folder)
+    problem = _split_problem(arrays, dataset, split)
+    if not problem and _digest(arrays) != digests[split]:
+      problem = f'its SHA-256 differs from the one {MANIFEST} records'
+    if problem:
+      raise DataError(f'{path}: {problem}; {_rebuild(folder)}')
+    full[split] = arrays
+  return full, {'source': 'cache', 'folder': folder, 'dataset': dataset,
+                'tfds_version': version, 'sha256': digests}
+
+
+def _replace_whole(path: str, write: Callable[[IO[bytes]], Any]) -> None:
+  """Writes `path` through a temporary file that no failure leaves behind."""
+  tmp = os.path.join(os.path.dirname(path),
+                     f'.{os.path.basename(path)}.{os.getpid()}.tmp')
+  f = open(tmp, 'wb')  # pylint: disable=consider-using-with
+  try:
+    with f:
+      write(f)
+    os.replace(tmp, path)
+  except BaseException:
+    os.remove(tmp)
+    raise
+
+
+def write_cache(folder: str, splits: dict[str, Split],
+                dataset: str) -> dict[str, Any]:
+  """Writes the full splits into `folder`, then the manifest tying them to
+  the dataset, its TFDS version and their SHA-256.
+
+  The old manifest goes first: a write cut short leaves arrays without one,
+  which find_cache does not take for a cache.
+
+  Returns:
+    The manifest.
+
+  Raises:
+    OSError: where a file cannot be written; no temporary file remains.
+  """
+  manifest_path = os.path.join(folder, MANIFEST)
+  if os.path.lexists(manifest_path):
+    os.remove(manifest_path)
+  for split, arrays in splits.items():
+    _replace_whole(os.path.join(folder, CACHE_FILE.format(split=split)),
+                   lambda f, arrays=arrays: np.savez(f, **arrays))
+  manifest = {
+      'dataset': dataset, 'tfds_version': DATASETS[dataset].tfds_version,
+      'splits': {s: {'examples': int(a['label'].shape[0]), 'sha256': _digest(a)}
+                 for s, a in splits.items()}}
+  text = json.dumps(manifest, indent=2, sort_keys=True) + '\n'
+  _replace_whole(manifest_path, lambda f: f.write(text.encode()))
+  return manifest
 
 
 def _prepare_and_read(data_config: ml_collections.ConfigDict
-                      ) -> tuple[dict[str, Split], str]:
-  """TFDS's full splits, prepared first where needed, and their folder."""
+                      ) -> tuple[dict[str, Split], dict[str, Any]]:
+  """TFDS's full splits, prepared first where needed, and their source."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   data_dir = _tfds_data_dir(data_config.data_dir)
   manual_dir = os.path.expanduser(data_config.manual_dir)
   builder = tfds.builder(data_config.dataset, data_dir=data_dir)
+  version = DATASETS[data_config.dataset].tfds_version
+  if str(builder.version) != version:
+    raise DataError(f'tensorflow_datasets {tfds.__version__} builds '
+                    f'{data_config.dataset} {builder.version}; cnn_jax reads '
+                    f'{version} (input_pipeline.DATASETS)')
   if not builder.is_prepared():
     if records.unwritable(data_dir):
       raise DataError(f'config.data.data_dir: cannot write in {data_dir} to '
@@ -151,38 +361,52 @@ def _prepare_and_read(data_config: ml_collections.ConfigDict
   parallel.sync('dataset prepared')
   if not parallel.is_main_process():
     prepare()
-  return {s: _read(builder, s) for s in _SPLITS}, builder.data_dir
+  full = {s: _read(builder, s) for s in _SPLITS}
+  return full, {'source': 'tfds', 'folder': builder.data_dir,
+                'dataset': data_config.dataset,
+                'tfds_version': str(builder.version),
+                'sha256': {s: _digest(a) for s, a in full.items()}}
 
 
-def _write_cache(folder: str, splits: dict[str, Split]) -> None:
-  for split, arrays in splits.items():
-    path = os.path.join(folder, CACHE_FILE.format(split=split))
-    tmp = path + '.tmp.npz'  # np.savez adds .npz to names without it.
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)  # All or nothing: find_cache never sees half.
-
-
-def _read_full(data_config: ml_collections.ConfigDict) -> dict[str, Split]:
-  """TFDS's full splits: from the cache if there is one, else through TFDS."""
-  folder = find_cache(data_config) if data_config.cache else None
-  if folder:
-    full = {}
-    for split in _SPLITS:
-      with np.load(os.path.join(folder, CACHE_FILE.format(split=split))) as f:
-        full[split] = {'image': f['image'], 'label': f['label']}
-    return full
-  full, folder = _prepare_and_read(data_config)
+def _read_full(data_config: ml_collections.ConfigDict
+               ) -> tuple[dict[str, Split], dict[str, Any]]:
+  """TFDS's full splits and their source: from the cache where there is
+  one, else through TFDS, caching them."""
+  folder = cache_folder(data_config)
+  dataset = data_config.dataset
+  if data_config.cache:
+    why_not = _not_a_cache(folder, dataset)
+    if why_not is None:
+      return read_cache(folder, dataset)
+    if importlib.util.find_spec('tensorflow_datasets') is None:
+      raise DataError(f'{folder} holds no decoded-split cache ({why_not}) '
+                      f'and tensorflow_datasets, which makes one, is not '
+                      f'installed; copy {", ".join(cache_files())} there '
+                      f'from a machine where a run made them')
+    if any(os.path.exists(os.path.join(folder, CACHE_FILE.format(split=s)))
+           for s in _SPLITS):
+      logging.warning('%s: its cnn_jax_*.npz are no cache (%s); '
+                      'rebuilding them from TFDS', folder, why_not)
+  full, source = _prepare_and_read(data_config)
   if data_config.cache and parallel.is_main_process():
-    _write_cache(folder, full)
-  return full
+    try:
+      write_cache(folder, full, dataset)
+    except OSError as e:
+      # The data are TFDS's, checked: only later runs' start is slower.
+      logging.warning('%s: the decoded splits could not be cached (%s); '
+                      'later runs read them through TFDS again', folder,
+                      _one_line(e))
+  return full, source
 
 
-# Full splits read by this process, so that the points of a sweep read the
-# data once (with config.data.cache on; mock data in tests turn it off).
-_loaded: dict[tuple[str, str], dict[str, Split]] = {}
+# Full splits and their source read by this process, so that the points of
+# a sweep read the data once (with config.data.cache on; mock data in tests
+# turn it off).
+_loaded: dict[tuple[str, str],
+              tuple[dict[str, Split], dict[str, Any]]] = {}
 
 
-def load_splits(data_config: ml_collections.ConfigDict) -> dict[str, Split]:
+def load_splits(data_config: ml_collections.ConfigDict) -> Splits:
   """Reads three splits: from memory, the cache, or else through TFDS.
 
   Validation is the tail of TFDS's train split, so model selection never
@@ -193,15 +417,21 @@ def load_splits(data_config: ml_collections.ConfigDict) -> dict[str, Split]:
 
   Returns:
     {'train', 'validation', 'test'} -> {'image': uint8 [N, 28, 28, 1],
-    'label': int32 [N]}.
+    'label': int32 [N]}, with `source`: 'cache' or 'tfds', the folder, the
+    TFDS version and the SHA-256 of TFDS's full train and test splits.
+
+  Raises:
+    DataError: a cache file that fails its checks, named, or data that
+      cannot be prepared.
   """
   key = (data_config.dataset, _tfds_data_dir(data_config.data_dir))
-  full = _loaded.get(key) if data_config.cache else None
-  if full is None:
-    full = _read_full(data_config)
+  loaded = _loaded.get(key) if data_config.cache else None
+  if loaded is None:
+    loaded = _read_full(data_config)
     if data_config.cache:
       _loaded.clear()  # One dataset in memory at a time.
-      _loaded[key] = full
+      _loaded[key] = loaded
+  full, source = loaded
   n_val = data_config.num_validation_examples
   train = full['train']
   splits = {
@@ -212,7 +442,7 @@ def load_splits(data_config: ml_collections.ConfigDict) -> dict[str, Split]:
   if data_config.num_train_examples > 0:
     splits['train'] = {k: v[:data_config.num_train_examples]
                        for k, v in splits['train'].items()}
-  return splits
+  return Splits(splits, source)
 
 
 def normalize(images: jnp.ndarray) -> jnp.ndarray:

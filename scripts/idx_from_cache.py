@@ -21,6 +21,7 @@ import numpy as np
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
 sys.path.insert(0, ROOT)
 
+from cnn_jax import errors  # pylint: disable=g-import-not-at-top
 from cnn_jax import input_pipeline  # pylint: disable=g-import-not-at-top
 
 # IDX magic: 0x08 (unsigned bytes) in the third byte, the rank in the fourth.
@@ -42,19 +43,23 @@ def write_idx(path: str, array: np.ndarray) -> None:
 
 def main(data_dir: str, out_dir: str) -> None:
   """The train and test splits of DATA_DIR's cache as IDX files in OUT_DIR."""
-  folder = input_pipeline.find_cache(ml_collections.ConfigDict(
-      {'data_dir': data_dir, 'dataset': 'fashion_mnist'}))
-  if folder is None:
-    sys.exit(f'error: {data_dir} holds no decoded-split cache '
-             f'(<dataset>/<version>/{input_pipeline.CACHE_FILE})')
+  try:
+    folder = input_pipeline.find_cache(ml_collections.ConfigDict(
+        {'data_dir': data_dir, 'dataset': 'fashion_mnist'}))
+    if folder is None:
+      sys.exit(f'error: {data_dir} holds no decoded-split cache '
+               f'(<dataset>/<version>/: '
+               f'{", ".join(input_pipeline.cache_files())})')
+    # Checked as a run checks it: a damaged cache converts to nothing.
+    full, _ = input_pipeline.read_cache(folder, 'fashion_mnist')
+  except errors.UserError as e:
+    sys.exit(f'error: {e}')
   os.makedirs(out_dir, exist_ok=True)
   for split, prefix in PREFIX.items():
-    with np.load(os.path.join(
-        folder, input_pipeline.CACHE_FILE.format(split=split))) as cached:
-      write_idx(os.path.join(out_dir, f'{prefix}-images-idx3-ubyte.gz'),
-                cached['image'][..., 0])
-      write_idx(os.path.join(out_dir, f'{prefix}-labels-idx1-ubyte.gz'),
-                cached['label'])
+    write_idx(os.path.join(out_dir, f'{prefix}-images-idx3-ubyte.gz'),
+              full[split]['image'][..., 0])
+    write_idx(os.path.join(out_dir, f'{prefix}-labels-idx1-ubyte.gz'),
+              full[split]['label'])
   print(f'wrote {out_dir} from {folder}')
 
 
