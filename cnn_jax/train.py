@@ -566,7 +566,8 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
            'num_devices': par.num_devices,
            'num_processes': jax.process_count(),
            'seeds_in_program': len(runs), 'num_train_examples': num_train,
-           'layers': layers, 'epoch_loop': epoch_loop}
+           'layers': layers, 'epoch_loop': epoch_loop,
+           'data': splits.source}
   summaries = [None] * len(runs)
   checkpoints = run_lib.CheckpointClock(config.checkpoint_interval_s)
   # Seeds still training; a diverged seed's lane keeps computing in the

@@ -44,9 +44,8 @@ except errors.UserError as e:
 folder = input_pipeline.find_cache(config)
 dest = os.path.join(dest, config.dataset, os.path.basename(folder))
 os.makedirs(dest)
-for split in ('train', 'test'):
-  shutil.copy(os.path.join(folder, input_pipeline.CACHE_FILE.format(
-      split=split)), dest)
+for name in input_pipeline.cache_files():  # The checks need all of them.
+  shutil.copy(os.path.join(folder, name), dest)
 PYEOF
 rm -rf .whl .gpu
 mv .whl.new .whl
