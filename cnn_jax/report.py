@@ -4,7 +4,8 @@
 
 Reads only what the runs wrote (DIR/sweep.json and each point's summary.json,
 metrics.jsonl and config); a point that failed, diverged, has not finished or
-whose files are unreadable shows as such, never as a number. Writes
+whose files are unreadable shows as such, never as a number, and a run is
+counted once, however many points sweep.json lists for its folder. Writes
 table.{md,tex,csv}, heatmap.png and learning_curves.png into DIR's parent
 folder, all of them only once everything is read, and prints the table.
 
@@ -136,12 +137,48 @@ def read_sweep(workdir: str) -> dict[str, Any]:
                for f in fields)):
       raise ReportError(f'{path}: point {i} lacks a name or plain values for '
                         f'{_names(fields)}')
+    if not isinstance(point.get('overrides', {}), dict):
+      raise ReportError(f'{path}: point {i} has overrides that are not a '
+                        f'mapping of field to value')
+    # A point's name is its folder: one name, read inside the sweep folder.
+    folder = point['name']
+    if folder in ('', '.', '..') or os.sep in folder or '\0' in folder:
+      raise ReportError(f'{path}: point {i} names the folder '
+                        f'{folder or "(empty)"}, '
+                        f'which is not one folder inside {workdir}')
   return sweep
 
 
-def _read_summary(
-    path: str, sweep: dict[str, Any]) -> tuple[tuple[Any, Any], float | None]:
-  """((row, col) of the run's own config, metric value or None if diverged).
+def _cell_of(config: Any, point: dict[str, Any],
+             sweep: dict[str, Any]) -> tuple[Any, Any]:
+  """The (row, col) of the run, judged by its own config: the truth about
+  what it ran.
+
+  A point listed with the fields it sets goes to its own cell if its config
+  has them all: that way a variant (several fields under one name) finds its
+  row. An older listing names only the values, which the config's rows and
+  cols fields must hold.
+  """
+  if 'overrides' in point:
+    for field, want in point['overrides'].items():
+      try:
+        have = config_field(config, field)
+      except (KeyError, TypeError):
+        raise _Unreadable(f'its config lacks {field}') from None
+      if have != want:
+        raise _Unreadable(f'its config has {field}={have}, not {want} as '
+                          f'{records.SWEEP_FILE} sets')
+    return point['values'][sweep['rows']], point['values'][sweep['cols']]
+  try:
+    return tuple(config_field(config, sweep[k]) for k in ('rows', 'cols'))
+  except (KeyError, TypeError):
+    raise _Unreadable(f'its config lacks {sweep["rows"]} or '
+                      f'{sweep["cols"]}') from None
+
+
+def _read_summary(path: str, point: dict[str, Any], sweep: dict[str, Any]
+                  ) -> tuple[tuple[Any, Any], float | None]:
+  """((row, col) of the run, metric value or None if diverged).
 
   A run that diverged has no metric; so does an old one whose metric went
   non-finite (written before summaries carried a status).
@@ -152,13 +189,9 @@ def _read_summary(
   status = summary.get('status', 'ok')
   if status not in ('ok', 'diverged'):
     raise _Unreadable(f'unknown status {status}')
-  try:
-    # The run's own config is the truth about what it ran.
-    key = tuple(config_field(summary['config'], sweep[k])
-                for k in ('rows', 'cols'))
-  except (KeyError, TypeError):
-    raise _Unreadable(f'its config lacks {sweep["rows"]} or '
-                      f'{sweep["cols"]}') from None
+  if not isinstance(summary.get('config'), dict):
+    raise _Unreadable('lacks its config')
+  key = _cell_of(summary['config'], point, sweep)
   if status == 'diverged':
     return key, None
   value = summary.get(sweep['metric'])
@@ -199,14 +232,24 @@ def collect(workdir: str) -> dict[str, Any]:
   cells = collections.defaultdict(
       lambda: {'values': [], 'points': 0, 'missing': 0, 'failed': 0,
                'unreadable': 0, 'diverged': 0, 'curves': []})
+  listed = collections.Counter(p['name'] for p in sweep['points'])
+  for folder, count in listed.items():
+    if count > 1:  # Written before such sweeps were refused.
+      print(f'warning: {os.path.join(workdir, records.SWEEP_FILE)} lists the '
+            f'folder {folder} for {count} points; its run is counted once',
+            file=sys.stderr)
+  read = set()
   for point in sweep['points']:
+    if point['name'] in read:
+      continue
+    read.add(point['name'])
     point_dir = os.path.join(workdir, point['name'])
     key = (point['values'][sweep['rows']], point['values'][sweep['cols']])
     summary_path = os.path.join(point_dir, records.SUMMARY_FILE)
     metrics_path = os.path.join(point_dir, records.METRICS_FILE)
     if os.path.exists(summary_path):
       try:
-        run_key, value = _read_summary(summary_path, sweep)
+        run_key, value = _read_summary(summary_path, point, sweep)
         if run_key[0] not in rows or run_key[1] not in cols:
           raise _Unreadable(f'its config has {sweep["rows"]}={run_key[0]}, '
                             f'{sweep["cols"]}={run_key[1]}, not in '

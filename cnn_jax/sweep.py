@@ -9,7 +9,11 @@ an interrupted point resumes from its last checkpoint (or, stopped before
 its first, trains again with the points not yet started). A rerun whose
 points' configs differ from those their folders were started with is
 refused, unless `--start_over` is given: then those points train again from
-scratch. A point that diverges is recorded as such and the sweep goes on. No
+scratch, as do points whose checkpoint cannot be read. A point that diverges
+or fails is recorded as such and the sweep goes on. Each point's folder is
+named by its values, escaped where they are not safe in a file name, and
+always lies inside the sweep folder (`point_folder`); two points that would
+share a folder or train the same config are refused. No
 training logic lives here: points that differ only in seed are one
 `train.train_seeds` call (vmapped), any other point one such call of one
 seed. The default
@@ -23,6 +27,7 @@ trains, a thread compiles the next point's programs into the cache
 import concurrent.futures
 import copy
 import difflib
+import hashlib
 import itertools
 import json
 import os
@@ -30,6 +35,7 @@ import sys
 import time
 import traceback
 from typing import Any
+import urllib.parse
 
 from absl import app
 from absl import flags
@@ -84,6 +90,9 @@ def check_sweep(sweep: Any) -> None:
     raise SweepError('sweep axes must be a dict of field -> list of values, '
                      'with at least one field')
   for field, values in axes.items():
+    if not isinstance(field, str):
+      raise SweepError(f'sweep axes must be named by dotted config fields; '
+                       f'got {validation.shown(field)}')
     if not isinstance(values, (list, tuple)) or not values:
       raise SweepError(f'sweep axis {field} must be a non-empty list of '
                        f'values; got {validation.shown(values)}')
@@ -92,10 +101,17 @@ def check_sweep(sweep: Any) -> None:
         raise SweepError(f'sweep axis {field}: a value that sets several '
                          f'fields needs a "name" for its folder and table; '
                          f'got {validation.shown(value)}')
+    _check_distinct_labels(field, values)
   for key in ('rows', 'cols'):
     if sweep[key] not in axes:
       raise SweepError(f'sweep {key} must be one of the axes '
                        f'({", ".join(axes)}); got {sweep[key]}')
+    # The table is keyed by the values' labels, which a list is not.
+    for value in axes[sweep[key]]:
+      if isinstance(value, (list, tuple)):
+        raise SweepError(f'sweep {key} {sweep[key]}: '
+                         f'{validation.shown(value)} is a list; rows and '
+                         f'cols need plain values or named variants')
   if sweep['metric'] not in report.METRICS:
     raise SweepError(f'sweep metric must be one of '
                      f'{", ".join(report.METRICS)}; got {sweep["metric"]}')
@@ -128,10 +144,123 @@ def overrides(point: dict[str, Any]) -> dict[str, Any]:
   return out
 
 
+def _check_distinct_labels(field: str, values: list[Any]) -> None:
+  """Raises SweepError if two values of an axis would share a folder name.
+
+  Points are told apart by their folders and their table cells, both named
+  by the values' labels: two values of one label would be one point.
+  """
+  seen = {}
+  for value in values:
+    part = _escape(str(label(value)))
+    if part in seen:
+      first = seen[part]
+      if first == value:
+        raise SweepError(f'sweep axis {field} lists '
+                         f'{validation.shown(label(value))} twice')
+      raise SweepError(f'sweep axis {field}: {validation.shown(first)} and '
+                       f'{validation.shown(value)} are both named '
+                       f'{label(value)}, which names their points\' '
+                       f'folders; give them distinct names')
+    seen[part] = value
+
+
 def point_name(point: dict[str, Any]) -> str:
-  """A folder name from the point's values, e.g. activation=relu,seed=0."""
+  """The point's readable name, e.g. activation=relu,seed=0.
+
+  Logs and sweep.json show it; the point's folder is `point_folder`.
+  """
   return ','.join(f'{field.split(".")[-1]}={label(value)}'
                   for field, value in point.items())
+
+
+# Besides letters, digits and '_.-~' (which `quote` keeps), a point folder
+# keeps '+' (1e+30): the folders of sweeps already started used no other
+# characters in their values, so they resume. Any other is %-escaped: no
+# value can add a path separator, or a ',' or '=' that would make two
+# points' names one.
+_SAFE = '+'
+# Longer folder names keep their start, and the whole in a hash: a file
+# name may have at most 255 bytes.
+_MAX_FOLDER = 128
+_HASH_CHARS = 16
+
+
+def _escape(text: str) -> str:
+  return urllib.parse.quote(text, safe=_SAFE)
+
+
+def point_folder(point: dict[str, Any]) -> str:
+  """The name of the point's folder: one path component, inside the sweep's.
+
+  The readable name where it is safe (activation=relu,seed=0), else its
+  values %-escaped (pooling=x%2F..%2Fy); too long, its start and a stable
+  hash of the whole. sweep.json lists both names.
+  """
+  folder = ','.join(f'{_escape(field.split(".")[-1])}='
+                    f'{_escape(str(label(value)))}'
+                    for field, value in point.items())
+  if len(folder) <= _MAX_FOLDER:
+    return folder
+  digest = hashlib.sha256(folder.encode()).hexdigest()[:_HASH_CHARS]
+  start = folder[:_MAX_FOLDER - _HASH_CHARS - 1]
+  # Not cut inside an escape: '%C3%A' would read as something else.
+  cut = start.find('%', len(start) - 2)
+  return f'{start[:cut] if cut >= 0 else start}~{digest}'
+
+
+def check_point_folders(workdir: str, todo: list[dict[str, Any]]) -> list[str]:
+  """The points' folder names, or SweepError before anything is written.
+
+  Each folder must be its own, and resolve inside the sweep folder: an
+  existing link to elsewhere would have the run (and --start_over's
+  clearing) write outside it.
+  """
+  folders = [point_folder(p) for p in todo]
+  root = os.path.realpath(workdir)
+  seen = {}
+  for point, folder in zip(todo, folders):
+    name = point_name(point)
+    path = os.path.join(workdir, folder)
+    resolved = os.path.realpath(path)
+    if os.path.dirname(resolved) != root:
+      raise SweepError(f'sweep point {name}: its folder {path} leads to '
+                       f'{resolved}, outside the sweep folder {root}; remove '
+                       f'it or choose another --workdir')
+    if resolved in seen:  # A link to another point's folder, or a hash's.
+      raise SweepError(f'sweep points {seen[resolved]} and {name} would '
+                       f'share the folder {resolved}; give their values '
+                       f'distinct names')
+    seen[resolved] = name
+    if os.path.exists(path) and not os.path.isdir(path):
+      raise SweepError(f'sweep point {name}: {path} is a file, not a '
+                       f'folder; move it away')
+  return folders
+
+
+def _frozen(value: Any) -> Any:
+  """A hashable form of a config's dict, equal where the values are equal."""
+  if isinstance(value, dict):
+    return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+  if isinstance(value, (list, tuple)):
+    return tuple(_frozen(v) for v in value)
+  return value
+
+
+def _check_distinct_configs(configs: dict[str, ml_collections.ConfigDict],
+                            names: dict[str, str]) -> None:
+  """Raises SweepError if two points would train the same config.
+
+  Values that differ only in how they are written (0 and 0.0) make one
+  config: trained twice, its one result would count as two seeds.
+  """
+  seen = {}
+  for folder, config in configs.items():
+    key = _frozen(config.to_dict())
+    if key in seen:
+      raise SweepError(f'sweep points {names[seen[key]]} and {names[folder]} '
+                       f'train the same config; drop one of them')
+    seen[key] = folder
 
 
 def _field_names(config: ml_collections.ConfigDict,
@@ -227,6 +356,20 @@ def _train(configs: dict[str, ml_collections.ConfigDict], group: list[str],
                            start_over=start_over)
 
 
+def _train_group(configs: dict[str, ml_collections.ConfigDict],
+                 group: list[str], workdir: str, changed: bool,
+                 start_over: bool) -> list[dict[str, Any]]:
+  """`_train`; with `start_over`, a point whose folder cannot be resumed (a
+  damaged checkpoint) trains again from scratch, as its error advises."""
+  try:
+    return _train(configs, group, workdir, start_over=changed)
+  except run_lib.RunFolderError as e:
+    if not start_over or changed:
+      raise
+    logging.warning('%s; --start_over: training it again', e)
+    return _train(configs, group, workdir, start_over=True)
+
+
 def _compile_ahead(configs: dict[str, ml_collections.ConfigDict],
                    group: list[str]) -> concurrent.futures.Future | None:
   """`train.precompile_in_thread` for a group of points."""
@@ -236,32 +379,65 @@ def _compile_ahead(configs: dict[str, ml_collections.ConfigDict],
                                     input_pipeline.load_splits(config.data))
 
 
+def _record_failure(workdir: str, group: list[str], trace: str) -> None:
+  """Writes each point's error.txt; one that cannot be written is logged.
+
+  A failure to record a failure (a full disk, a folder in the way) must not
+  end the sweep: the other points still train.
+  """
+  for name in group:
+    path = os.path.join(workdir, name, records.FAILED_FILE)
+    try:
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      with open(path, 'w') as f:
+        f.write(trace)
+    except OSError as e:
+      logging.error('cannot write %s (%s); the failure was:\n%s', path,
+                    e.strerror or e, trace)
+
+
+def _clear_failure(path: str) -> None:
+  """Removes a point's error.txt from an earlier, failed try, if any."""
+  try:
+    if os.path.lexists(path):
+      os.remove(path)
+  except OSError as e:
+    logging.warning('cannot remove %s (%s); the point trained', path,
+                    e.strerror or e)
+
+
 def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
               workdir: str, dry_run: bool = False,
               vmap_seeds: bool = True,
               start_over: bool = False,
               compile_ahead: bool = False) -> dict[str, str]:
-  """Runs the points not yet done; returns {point name: status}.
+  """Runs the points not yet done; returns {point folder: status}.
 
   With `vmap_seeds`, points that differ only in seed train together in one
   program (`train.train_seeds`); otherwise one after another. Points whose
   folders hold a run of another config are refused, or with `start_over`
-  trained again from scratch. With `compile_ahead`, the next points'
+  trained again from scratch, as are points whose checkpoint cannot be read
+  (without, they fail alone). With `compile_ahead`, the next points'
   programs compile in a thread while a point trains
   (`train.precompile_in_thread`); the first points' compile before, alone.
   """
   check_sweep(sweep)
   workdir = records.check_folder(workdir, 'sweep workdir')
   todo = points(sweep['axes'])
-  configs = {point_name(p): point_config(base, p) for p in todo}
+  folders = check_point_folders(workdir, todo)
+  readable = {f: point_name(p) for f, p in zip(folders, todo)}
+  configs = {f: point_config(base, p) for f, p in zip(folders, todo)}
   # sweep.json names each value by its label; the fields a point sets are
-  # spelt out beside it.
-  listing = [{'name': point_name(p), 'overrides': overrides(p),
-              'values': {f: label(v) for f, v in p.items()}} for p in todo]
+  # spelt out beside it. A point's "name" is its folder, as it always was.
+  listing = [{'name': f, 'readable_name': readable[f],
+              'overrides': overrides(p),
+              'values': {a: label(v) for a, v in p.items()}}
+             for f, p in zip(folders, todo)]
   labelled = {f: [label(v) for v in vs] for f, vs in sweep['axes'].items()}
   # Every point is checked before any runs, so a bad sweep writes nothing.
   for config in configs.values():
     validation.check_config(config)
+  _check_distinct_configs(configs, readable)
   names = list(configs)
   changed = _changed_points(configs, workdir)
   if changed and not start_over:
@@ -274,7 +450,8 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
             _status(os.path.join(workdir, n)) for n in names}
   if dry_run:
     for n in names:
-      print(f'{status[n]:8s} {n}')
+      shown = '' if readable[n] == n else f'  ({readable[n]})'
+      print(f'{status[n]:8s} {n}{shown}')
     return status
   pending = [n for n in names if status[n] in ('todo', 'partial')]
   if pending:  # Data errors surface before anything is written.
@@ -305,27 +482,30 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
         # without compile-ahead (one run each, two machines; README, Speed).
         first.result()
       compiling = _compile_ahead(configs, groups[i + 1])
+    failure = None
     try:
-      summaries = _train(configs, group, workdir,
-                         start_over=any(n in changed for n in group))
-      for name, summary in zip(group, summaries):
-        status[name] = 'diverged' if summary['status'] == 'diverged' else (
-            'done')
-        error_file = os.path.join(workdir, name, records.FAILED_FILE)
-        if writes and os.path.exists(error_file):
-          os.remove(error_file)
+      summaries = _train_group(configs, group, workdir,
+                               any(n in changed for n in group), start_over)
+    except run_lib.RunFolderError as e:
+      failure = f'{e}\n'  # This point's folder: the others go on.
     except errors.UserError:
       raise  # The user's to fix, and the next points would meet it too.
     except Exception:  # pylint: disable=broad-except
+      failure = traceback.format_exc()
+    if failure:
       # One failed point must not stop the others; the report shows it.
       for name in group:
         status[name] = 'failed'
+      logging.error('points %s failed; see %s: %s', ', '.join(group),
+                    records.FAILED_FILE, failure.strip().splitlines()[-1])
+      if writes:
+        _record_failure(workdir, group, failure)
+    else:
+      for name, summary in zip(group, summaries):
+        status[name] = 'diverged' if summary['status'] == 'diverged' else (
+            'done')
         if writes:
-          os.makedirs(os.path.join(workdir, name), exist_ok=True)
-          with open(os.path.join(workdir, name, records.FAILED_FILE), 'w') as f:
-            f.write(traceback.format_exc())
-      logging.error('points %s failed; see %s', ', '.join(group),
-                    records.FAILED_FILE)
+          _clear_failure(os.path.join(workdir, name, records.FAILED_FILE))
     if compiling:  # The next points find their programs in the cache.
       compiling.result()
     ran_seconds += time.time() - t0

@@ -227,3 +227,68 @@ def test_cli_on_corrupt_sweep_json_is_one_error_line(tmp_path):
   assert errors == [f'error: {workdir}/sweep.json is unreadable (not valid '
                     'JSON: Expecting value at line 1 column 10)']
   assert sorted(os.listdir(tmp_path)) == ['runs']
+
+
+def _write_points(workdir, spec, points):
+  """A sweep folder of hand-written points: (listing, config, accuracy)."""
+  workdir.mkdir()
+  for listing, config, accuracy in points:
+    point_dir = workdir / listing['name']
+    point_dir.mkdir(exist_ok=True)
+    (point_dir / 'summary.json').write_text(json.dumps(
+        {'status': 'ok', 'config': config, 'test_accuracy': accuracy}))
+  (workdir / 'sweep.json').write_text(json.dumps(
+      dict(spec, points=[listing for listing, _, _ in points])))
+  return workdir
+
+
+def test_variant_rows_show_their_runs_numbers(tmp_path, capsys):
+  """A row that is a variant (several fields under one name) is read by
+  the fields it sets, not by its name."""
+  spec = {'axes': {'recipe': ['baseline', 'strided'], 'seed': [0]},
+          'rows': 'recipe', 'cols': 'seed', 'metric': 'test_accuracy'}
+  points = []
+  for recipe, pooling, stride, accuracy in [('baseline', 'max', 1, 0.9),
+                                            ('strided', 'subsample', 2, 0.8)]:
+    overrides = {'model.pooling': pooling, 'model.conv_stride': stride,
+                 'seed': 0}
+    config = {'model': {'pooling': pooling, 'conv_stride': stride},
+              'seed': 0}
+    points.append(({'name': f'recipe={recipe},seed=0', 'overrides': overrides,
+                    'values': {'recipe': recipe, 'seed': 0}}, config,
+                   accuracy))
+  markdown = report.table(report.collect(str(
+      _write_points(tmp_path / 'runs', spec, points))), 'markdown')
+  assert capsys.readouterr().err == ''
+  assert _row(markdown, 'baseline') == (
+      '| baseline | **0.9000 ± 0.0000 (n=1)** |')
+  assert _row(markdown, 'strided') == '| strided | 0.8000 ± 0.0000 (n=1) |'
+  # A run whose config is not what its point sets is still no number.
+  points[1][1]['model']['conv_stride'] = 1
+  markdown = report.table(report.collect(str(
+      _write_points(tmp_path / 'other', spec, points))), 'markdown')
+  assert _row(markdown, 'strided') == '| strided | 1 unreadable |'
+  assert ('its config has model.conv_stride=1, not 2 as sweep.json sets'
+          in capsys.readouterr().err)
+
+
+def test_a_folder_listed_for_two_points_counts_once(tmp_path, capsys):
+  """Two variants of one name shared a folder before such sweeps were
+  refused: the run there is one run."""
+  workdir = _make_sweep(tmp_path)
+  spec = json.loads((workdir / 'sweep.json').read_text())
+  spec['points'][1]['name'] = spec['points'][0]['name']
+  (workdir / 'sweep.json').write_text(json.dumps(spec))
+  markdown = report.table(report.collect(str(workdir)), 'markdown')
+  assert _row(markdown, 'relu') == '| relu | **0.9000 ± 0.0000 (n=1)** |'
+  assert capsys.readouterr().err.strip() == (
+      f'warning: {workdir}/sweep.json lists the folder {_name("relu", 0)} '
+      f'for 2 points; its run is counted once')
+  # A folder that is not one name inside the sweep folder is refused.
+  for folder in ('../runs2', '..', ''):
+    spec['points'][0]['name'] = folder
+    (workdir / 'sweep.json').write_text(json.dumps(spec))
+    with pytest.raises(report.ReportError,
+                       match=r'sweep.json: point 0 names the folder .*, '
+                             r'which is not one folder inside'):
+      report.collect(str(workdir))

@@ -153,6 +153,10 @@ def test_failed_point_is_reported_as_failed_not_as_a_number(tmp_path):
   markdown = report.write_report(str(tmp_path))['markdown']
   assert '1 failed' in markdown and '1 missing' in markdown
   assert '±' not in markdown
+  # --start_over, as the point's error advises: it trains again.
+  status = _run(spec, tmp_path, start_over=True)
+  assert set(status.values()) == {'done'}
+  assert not os.path.exists(broken / 'error.txt')
 
 
 def test_rerun_with_other_overrides_is_refused_unless_started_over(tmp_path):
@@ -195,6 +199,15 @@ BAD_SPECS = {
     'cols_no_axis': (dict(SWEEP, cols='lr'), 'sweep cols must be one of'),
     'unknown_metric': (dict(SWEEP, metric='accuracy'),
                        'sweep metric must be one of test_accuracy'),
+    # The table's rows and columns are named by their values.
+    'rows_of_lists': (dict(SWEEP, axes={'model.features': [[8, 16], [16]],
+                                        'model.pooling': ['max']},
+                           rows='model.features'),
+                      'sweep rows model.features: [8, 16] is a list; rows '
+                      'and cols need plain values or named variants'),
+    'axis_not_a_name': (dict(SWEEP, axes={('seed',): [0]}),
+                        "sweep axes must be named by dotted config fields; "
+                        "got ('seed',)"),
 }
 
 
@@ -429,3 +442,107 @@ def test_a_sweep_killed_at_a_random_moment_ends_as_if_never_killed(
       assert len(f.readlines()) == 2
   assert (report.write_report(str(killed))['markdown'] ==
           report.write_report(str(straight))['markdown'])
+
+
+def _dry_run(spec, workdir, capsys, base=None):
+  """The (status, folder) lines that --dry_run prints."""
+  sweep.run_sweep(base or _util.tiny_config(), spec, str(workdir),
+                  dry_run=True)
+  return [line.split()[:2] for line in capsys.readouterr().out.splitlines()]
+
+
+def test_point_folders_stay_inside_the_sweep_folder_whatever_the_values(
+    tmp_path, capsys):
+  escape = {'name': 'x/../../../escaped', 'model.pooling': 'avg'}
+  spec = {'axes': {'data.data_dir': ['data', str(tmp_path / 'tfds' / '..'),
+                                     '../..', '..', 'a,b=c', 'naïve ü',
+                                     '%2F', 'd' * 300],
+                   'model.pooling': ['max', escape]},
+          'rows': 'model.pooling', 'cols': 'data.data_dir',
+          'metric': 'test_accuracy'}
+  workdir = tmp_path / 'a' / 'sweep'
+  lines = _dry_run(spec, workdir, capsys)
+  assert len(lines) == 16 and all(s == 'todo' for s, _ in lines)
+  folders = [folder for _, folder in lines]
+  assert len(set(folders)) == 16
+  for folder in folders:
+    path = os.path.realpath(os.path.join(workdir, folder))
+    assert os.path.dirname(path) == os.path.realpath(workdir), folder
+    assert len(folder.encode()) < 200, folder
+  # A safe name is kept as it was: sweep folders started earlier resume.
+  assert folders[:2] == ['data_dir=data,pooling=max',
+                         'data_dir=data,pooling=x%2F..%2F..%2F..%2Fescaped']
+  assert 'data_dir=a%2Cb%3Dc,pooling=max' in folders
+  assert not (tmp_path / 'a').exists()
+
+  # A point folder that is a link to elsewhere is refused, even in a dry run.
+  workdir.mkdir(parents=True)
+  (tmp_path / 'elsewhere').mkdir()
+  os.symlink(tmp_path / 'elsewhere', workdir / 'data_dir=data,pooling=max')
+  with pytest.raises(sweep.SweepError,
+                     match=r'sweep point data_dir=data,pooling=max: its '
+                           r'folder .* leads to .*elsewhere, outside'):
+    sweep.run_sweep(_util.tiny_config(), spec, str(workdir), dry_run=True)
+  assert os.listdir(tmp_path / 'elsewhere') == []
+
+  # Trained: the run stays in its folder; sweep.json names both.
+  spec = dict(spec, axes={'model.pooling': [escape], 'seed': [0]},
+              cols='seed')
+  workdir = tmp_path / 'b' / 'sweep'
+  folder = 'pooling=x%2F..%2F..%2F..%2Fescaped,seed=0'
+  assert _run(spec, workdir) == {folder: 'done'}
+  assert sorted(os.listdir(tmp_path / 'b')) == ['sweep']
+  assert sorted(os.listdir(workdir)) == ['.lock', folder, 'sweep.json']
+  with open(workdir / 'sweep.json') as f:
+    [point] = json.load(f)['points']
+  assert point['name'] == folder
+  assert point['readable_name'] == 'pooling=x/../../../escaped,seed=0'
+  assert _summary(workdir, folder)['config']['model']['pooling'] == 'avg'
+
+
+def test_points_that_are_one_are_refused_before_anything_runs(tmp_path,
+                                                              capsys):
+  same_name = {'model.pooling': [{'name': 'v', 'model.pooling': 'avg'},
+                                 {'name': 'v', 'model.pooling': 'l2'}],
+               'seed': [0]}
+  same_config = {'weight_decay': [0, 0.0], 'seed': [0]}
+  same_seed = {'seed': [0, 1, 0]}
+  workdir = tmp_path / 'sweep'
+  cases = [
+      (same_name, "sweep axis model.pooling: {'name': 'v', 'model.pooling': "
+                  "'avg'} and {'name': 'v', 'model.pooling': 'l2'} are both "
+                  "named v, which names their points' folders; give them "
+                  "distinct names"),
+      (same_config, 'sweep points weight_decay=0,seed=0 and '
+                    'weight_decay=0.0,seed=0 train the same config; '
+                    'drop one of them'),
+      (same_seed, 'sweep axis seed lists 0 twice'),
+  ]
+  for axes, message in cases:
+    spec = dict(SWEEP, axes=axes, rows='seed', cols='seed')
+    for dry_run in (True, False):
+      with pytest.raises(sweep.SweepError) as e:
+        sweep.run_sweep(_util.tiny_config(), spec, str(workdir),
+                        dry_run=dry_run)
+      assert str(e.value) == message
+      assert capsys.readouterr().out == ''
+      assert not workdir.exists()
+
+
+def test_a_failure_that_cannot_be_recorded_does_not_stop_the_sweep(
+    tmp_path, caplog):
+  spec = dict(SWEEP, axes={'model.activation': ['relu', 'tanh'],
+                           'model.pooling': ['max']})
+  # A point that fails for real (its checkpoint is garbage), whose error.txt
+  # cannot be written: a folder holds its place.
+  broken = tmp_path / 'activation=relu,pooling=max'
+  (broken / 'checkpoints' / '1').mkdir(parents=True)
+  (broken / 'checkpoints' / '1' / 'state').write_bytes(b'garbage')
+  (broken / 'error.txt').mkdir()
+  status = _run(spec, tmp_path)
+  assert status == {'activation=relu,pooling=max': 'failed',
+                    'activation=tanh,pooling=max': 'done'}
+  assert any('error.txt' in r.getMessage() and r.levelname == 'ERROR'
+             for r in caplog.records)
+  assert _summary(tmp_path, 'activation=tanh,pooling=max')['status'] == 'ok'
+
