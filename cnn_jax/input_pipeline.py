@@ -344,6 +344,11 @@ def _prepare_and_read(data_config: ml_collections.ConfigDict
                     f'{data_config.dataset} {builder.version}; cnn_jax reads '
                     f'{version} (input_pipeline.DATASETS)')
   if not builder.is_prepared():
+    if os.path.isdir(builder.data_dir):
+      # TFDS "reuses" an existing version folder, then finds nothing in it.
+      raise DataError(f'{builder.data_dir} has no {TFDS_INFO}: TFDS did not '
+                      f'prepare it, and will not prepare into it; move it '
+                      f'away or delete it')
     if records.unwritable(data_dir):
       raise DataError(f'config.data.data_dir: cannot write in {data_dir} to '
                       f'prepare {data_config.dataset}; choose a writable '
@@ -374,6 +379,7 @@ def _read_full(data_config: ml_collections.ConfigDict
   one, else through TFDS, caching them."""
   folder = cache_folder(data_config)
   dataset = data_config.dataset
+  why_not = None
   if data_config.cache:
     why_not = _not_a_cache(folder, dataset)
     if why_not is None:
@@ -383,12 +389,12 @@ def _read_full(data_config: ml_collections.ConfigDict
                       f'and tensorflow_datasets, which makes one, is not '
                       f'installed; copy {", ".join(cache_files())} there '
                       f'from a machine where a run made them')
-    if any(os.path.exists(os.path.join(folder, CACHE_FILE.format(split=s)))
-           for s in _SPLITS):
-      logging.warning('%s: its cnn_jax_*.npz are no cache (%s); '
-                      'rebuilding them from TFDS', folder, why_not)
   full, source = _prepare_and_read(data_config)
   if data_config.cache and parallel.is_main_process():
+    if any(os.path.exists(os.path.join(folder, CACHE_FILE.format(split=s)))
+           for s in _SPLITS):
+      logging.warning('%s: its cnn_jax_*.npz are no cache (%s); replacing '
+                      'them with the splits TFDS read', folder, why_not)
     try:
       write_cache(folder, full, dataset)
     except OSError as e:

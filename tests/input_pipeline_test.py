@@ -186,6 +186,16 @@ def test_a_cache_without_its_manifest_is_replaced_through_tfds(tmp_path):
   assert manifest['splits']['test']['examples'] == 24
 
 
+def test_a_version_folder_tfds_did_not_prepare_is_named(tmp_path):
+  folder = _version_folder(tmp_path, prepared=False)
+  input_pipeline.write_cache(str(folder), _full_splits(), 'fashion_mnist')
+  with pytest.raises(input_pipeline.DataError) as e:
+    input_pipeline.load_splits(_cache_config(tmp_path))
+  assert str(e.value) == (f'{folder} has no dataset_info.json: TFDS did not '
+                          f'prepare it, and will not prepare into it; move it '
+                          f'away or delete it')
+
+
 # --- Where the data came from -----------------------------------------------
 
 
