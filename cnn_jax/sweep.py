@@ -366,7 +366,8 @@ def _train_group(configs: dict[str, ml_collections.ConfigDict],
   except run_lib.RunFolderError as e:
     if not start_over or changed:
       raise
-    logging.warning('%s; --start_over: training it again', e)
+    logging.warning('points %s: %s; with --start_over they train again from '
+                    'scratch', ', '.join(group), str(e).split('; ')[0])
     return _train(configs, group, workdir, start_over=True)
 
 
@@ -450,7 +451,9 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
             _status(os.path.join(workdir, n)) for n in names}
   if dry_run:
     for n in names:
-      shown = '' if readable[n] == n else f'  ({readable[n]})'
+      # One line a point, whatever its values hold.
+      name = readable[n] if readable[n].isprintable() else repr(readable[n])
+      shown = '' if readable[n] == n else f'  ({name})'
       print(f'{status[n]:8s} {n}{shown}')
     return status
   pending = [n for n in names if status[n] in ('todo', 'partial')]
