@@ -155,7 +155,7 @@ def _check_distinct_labels(field: str, values: list[Any]) -> None:
     part = _escape(str(label(value)))
     if part in seen:
       first = seen[part]
-      if first == value:
+      if not isinstance(first, dict) and not isinstance(value, dict):
         raise SweepError(f'sweep axis {field} lists '
                          f'{validation.shown(label(value))} twice')
       raise SweepError(f'sweep axis {field}: {validation.shown(first)} and '
@@ -284,11 +284,18 @@ def point_config(base: ml_collections.ConfigDict,
   """
   config = copy.deepcopy(base)
   config.lock()
+  fields = _field_names(base)
   for field, value in overrides(point).items():
+    group = [f for f in fields if f.startswith(f'{field}.')]
+    if group:
+      # Set whole, a group would lose the fields the value leaves out.
+      raise validation.ConfigError(
+          f'sweep axis {field} is a group of fields; set each by its dotted '
+          f'name, e.g. {group[0]}')
     try:
       config.update_from_flattened_dict({field: value})
     except (KeyError, AttributeError):
-      close = difflib.get_close_matches(field, _field_names(base), n=1)
+      close = difflib.get_close_matches(field, fields, n=1)
       hint = f' (did you mean {close[0]}?)' if close else ''
       raise validation.ConfigError(
           f'sweep axis {field} is not a config field{hint}') from None

@@ -229,6 +229,12 @@ def test_misspelt_parent_and_wrong_type_are_refused():
                      match='sweep axis model.batch_norm: 3 has the wrong '
                            'type'):
     sweep.point_config(_util.tiny_config(), {'model.batch_norm': 3})
+  # Set whole, model would lose the fields the variant leaves out.
+  with pytest.raises(validation.ConfigError,
+                     match='sweep axis model is a group of fields; set each '
+                           'by its dotted name, e.g. model.'):
+    sweep.point_config(_util.tiny_config(), {
+        'recipe': {'name': 'avg', 'model': {'pooling': 'avg'}}})
 
 
 def test_a_plain_config_is_no_sweep(tmp_path):
