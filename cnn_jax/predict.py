@@ -66,6 +66,9 @@ def load_image(path: str) -> tuple[np.ndarray, bool]:
   _check_regular_file(path)
   try:
     with warnings.catch_warnings():
+      # Pillow's notes on a damaged file (a skipped TIFF tag, corrupt EXIF):
+      # the file is refused in one line, or read as far as it can be.
+      warnings.simplefilter('ignore', UserWarning)
       # Between one and two times its limit Pillow only warns, and decodes.
       warnings.simplefilter('error', Image.DecompressionBombWarning)
       with Image.open(path) as image:
@@ -76,11 +79,11 @@ def load_image(path: str) -> tuple[np.ndarray, bool]:
   except UnidentifiedImageError:
     raise ImageError(f'{path}: not an image Pillow can read (PNG, JPEG, '
                      f'...)') from None
-  except (OSError, ValueError, EOFError, SyntaxError) as e:
-    # What Pillow raises for a damaged or truncated file, and an OSError
-    # for a failed read.
+  except (OSError, ValueError, TypeError, EOFError, SyntaxError) as e:
+    # What Pillow raises for a damaged or truncated file (a TIFF without
+    # its size: TypeError), and an OSError for a failed read.
     reason = (e.strerror if isinstance(e, OSError) and e.strerror
-              else f'a damaged image ({_one_line(e)})')
+              else f'cannot be read as an image ({_one_line(e)})')
     raise ImageError(f'{path}: {reason}') from None
   pixels = np.asarray(grey)
   border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0],
