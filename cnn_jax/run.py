@@ -20,16 +20,23 @@ each file once); only the main process writes metrics.jsonl, summary.json
 and events.
 """
 
+import contextlib
 import copy
+import errno
 import glob
+import hashlib
 import json
+import logging as std_logging
 import math
 import os
+import re
 import shutil
+import sys
 import time
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from absl import logging
+import jax
 import ml_collections
 import numpy as np
 import optax
@@ -60,6 +67,9 @@ ADDED_FIELDS = {'train_error_marks': [], 'model.kernel_init_scale': 1.0,
 # the first 100 steps, and long enough that one batch's luck (a standard
 # deviation of about 4 points at batch 100) moves it by about 1 point.
 MARK_WINDOW = 20
+# A checkpoint's bytes on disk, as (factor, bytes) over its arrays' own:
+# orbax's metadata files and the file system's blocks, with a margin.
+_CHECKPOINT_OVERHEAD = (1.0, 128 * 1024)
 
 
 def _flat(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:
@@ -154,15 +164,36 @@ def clear(workdir: str) -> None:
 
 
 def read_summary(workdir: str) -> dict[str, Any] | None:
+  """A run's summary.json; None before the run has finished or diverged.
+
+  Raises RunFolderError for a file that is not a JSON object.
+  """
   path = os.path.join(workdir, records.SUMMARY_FILE)
   if not os.path.exists(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  try:
+    with open(path) as f:
+      summary = json.load(f)
+  except (OSError, ValueError) as e:
+    summary = e
+  if not isinstance(summary, dict):
+    raise RunFolderError(
+        f'{path} is unreadable; delete it and rerun the training command, '
+        f"which writes it again from the run's last checkpoint")
+  return summary
 
 
 class RunFolderError(errors.UserError):
   """A folder that holds no trained run to evaluate or predict with."""
+
+
+class CheckpointError(RunFolderError):
+  """A checkpoint whose files do not read back as they were saved."""
+
+
+class WriteError(errors.UserError):
+  """A run's checkpoint or file that cannot be written: a full disk, a
+  read-only folder."""
 
 
 # What `restore_variables` can restore, from the newest checkpoint: the
@@ -188,6 +219,10 @@ def restore_variables(workdir: str, checkpoint: str = 'best'
   Returns:
     The run's config, {'params', 'batch_stats'} as NumPy arrays, and the
     epoch those weights are from.
+
+  Raises:
+    RunFolderError: no run or no checkpoint in `workdir`.
+    CheckpointError: the newest checkpoint does not read back as saved.
   """
   workdir = os.path.abspath(os.path.expanduser(workdir))
   started = started_config(workdir)
@@ -199,18 +234,187 @@ def restore_variables(workdir: str, checkpoint: str = 'best'
   manager = ocp.CheckpointManager(folder) if os.path.isdir(folder) else None
   step = manager and manager.latest_step()
   if step is None:
+    summary = read_summary(workdir)
+    if summary and summary.get('status') == 'diverged':
+      why = str(summary.get('reason', '')).split(': ', 1)[-1]
+      raise RunFolderError(
+          f'--workdir: {workdir} holds a run that diverged at epoch '
+          f'{summary.get("diverged_epoch")} ({why}) before it wrote a '
+          f'checkpoint: there are no weights to load; train it again with '
+          f'other settings and --start_over')
     raise RunFolderError(f'--workdir: {workdir} holds no checkpoint yet; '
                          f'a run writes one once config.checkpoint_interval_s '
                          f'have passed, and at its end')
   item = 'best' if checkpoint == 'best' else 'state'
-  restored = manager.restore(step, args=ocp.args.Composite(
-      **{item: ocp.args.StandardRestore(), 'meta': ocp.args.JsonRestore()}))
-  manager.close()
+  _quiet_closed_loops()
+  try:
+    restored = _read_checkpoint(manager, step, {item: None})
+    epoch = restored['meta']['best_val_epoch'] if item == 'best' else step
+    if not isinstance(epoch, int) or not 0 <= epoch <= step:
+      raise _Damaged(f'its meta item gives no best epoch up to {step}')
+  except _Damaged as e:
+    raise CheckpointError(
+        f'--workdir: checkpoint {folder}/{step} cannot be read ({e}); '
+        f'{_remedies(manager, step, item)}') from None
+  finally:
+    manager.close()
   weights = restored[item]
   variables = {'params': weights['params'],
                'batch_stats': weights.get('batch_stats') or {}}
-  epoch = restored.meta['best_val_epoch'] if item == 'best' else step
   return ml_collections.ConfigDict(started), variables, epoch
+
+
+def _remedies(manager: ocp.CheckpointManager, step: int, item: str) -> str:
+  """What `restore_variables` can do instead: the other weights of the same
+  checkpoint where they read back as saved, the checkpoint before it, or
+  training again."""
+  out = []
+  other, flag, which = (('state', 'latest', "its last epoch's")
+                        if item == 'best' else
+                        ('best', 'best', "its best epoch's"))
+  try:
+    _read_checkpoint(manager, step, {other: None})
+    out.append(f'--checkpoint={flag} reads {which} weights, which are '
+               f'intact')
+  except _Damaged:
+    pass
+  earlier = [s for s in manager.all_steps() if s < step]
+  if earlier:
+    out.append(f"delete that folder to use epoch {max(earlier)}'s "
+               f'checkpoint')
+  return ', or '.join(out + ['train the run again with --start_over'])
+
+
+class _Damaged(Exception):
+  """A checkpoint item that does not read back as saved; says how."""
+
+
+def _read_checkpoint(manager: ocp.CheckpointManager, step: int,
+                     items: dict[str, Any]) -> dict[str, Any]:
+  """Checkpoint `step`'s meta and `items`, checked against the checksums
+  saved with them (`_digest`).
+
+  Args:
+    manager: the run's checkpoints.
+    step: the checkpoint, by its epoch.
+    items: {'state' or 'best': the tree to restore into, None to restore
+      as saved}.
+
+  Returns:
+    {'meta': its JSON, without the checksums, and each of `items`}.
+
+  Raises:
+    _Damaged: an item is missing, unreadable, or not what was saved.
+  """
+  path = os.path.join(manager.directory, str(step))
+  restored = {}
+  for name, template in {'meta': None, **items}.items():
+    if not os.path.isdir(os.path.join(path, name)):
+      raise _Damaged(f'its {name} item is missing')
+    args = (ocp.args.JsonRestore() if name == 'meta'
+            else ocp.args.StandardRestore(template))
+    try:
+      restored[name] = manager.restore(
+          step, args=ocp.args.Composite(**{name: args}))[name]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      # What orbax and TensorStore raise for a damaged file: a missing or
+      # undecodable array, JSON or metadata file.
+      raise _Damaged(f'its {name} item is damaged: {_cause(e)}') from None
+  meta = restored['meta']
+  if not isinstance(meta, dict) or meta.get('epoch') != step:
+    raise _Damaged(f'its meta item does not describe epoch {step}')
+  digests = meta.pop('digests', None)  # None before checksums were saved.
+  for name in items:
+    if digests and _digest(restored[name]) != digests.get(name):
+      raise _Damaged(f'its {name} arrays differ from those saved (checksum)')
+  return restored
+
+
+def _digest(tree: Any) -> str:
+  """A checksum of a pytree's arrays by path, the same before saving and
+  after restoring, with or without a template.
+
+  orbax stores arrays with no checksum of their own: a flipped byte in a
+  weight file reads back as a wrong weight, without an error.
+  """
+  h = hashlib.sha256()
+  leaves = [(jax.tree_util.keystr(path, simple=True, separator='/'), leaf)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
+  for path, leaf in sorted(leaves, key=lambda pair: pair[0]):
+    array = np.asarray(leaf)
+    if array.ndim == 0:
+      # A scalar may come back as a Python number (a template's step).
+      h.update(f'{path}={array.item()!r};'.encode())
+    else:
+      h.update(f'{path}:{array.dtype.str}{array.shape};'.encode())
+      h.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+  return h.hexdigest()
+
+
+def _cause(e: BaseException) -> str:
+  """An exception's first line; of a TensorStore status (`DATA_LOSS: Error
+  reading "x" in ...: Error decoding ...: what failed`), what follows its
+  last `Error ...:` clause, which names no paths."""
+  line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+  if not re.match(r'[A-Z_]+: ', line):
+    return line
+  # Its details ([tensorstore_spec='...']) follow the message.
+  clauses = re.sub(r" \[\w+='.*$", '', line).split(': ')
+  last = max(i for i, c in enumerate(clauses)
+             if i == 0 or c.startswith('Error '))
+  return ': '.join(clauses[last + 1:]) or line
+
+
+def _write_failure(e: BaseException | None) -> str | None:
+  """Why a write failed, if `e` (or an exception it came from) is the
+  system refusing one: a full disk, a file too large, a read-only folder.
+
+  TensorStore, which writes orbax's arrays, raises ValueError with the
+  system's error number in the text.
+  """
+  seen = 0
+  while e is not None and seen < 8:
+    if isinstance(e, OSError) and e.errno:
+      return e.strerror or os.strerror(e.errno)
+    code = re.search(r"os_error_code='?(\d+)", str(e))
+    if isinstance(e, ValueError) and code:
+      return os.strerror(int(code.group(1)))
+    e, seen = e.__cause__ or e.__context__, seen + 1
+  return None
+
+
+class _QuietWriteFailures(std_logging.Filter):
+  """Drops orbax's log records of a failed checkpoint write, a traceback
+  each from several threads: `Run` reports the failure once, as one line,
+  where it surfaces."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return not (record.exc_info and '/orbax/' in record.pathname
+                and _write_failure(record.exc_info[1]) is not None)
+
+
+_QUIET_WRITE_FAILURES = _QuietWriteFailures()
+
+
+def _quiet_closed_loops() -> None:
+  """Keeps TensorStore's late callbacks of a failed checkpoint off stderr.
+
+  When one array of an orbax save or restore fails, orbax closes the event
+  loop that awaited them all; each array still in flight then reports
+  'Event loop is closed' as an unraisable exception, a traceback each,
+  beside the failure itself, which is raised and reported as one line.
+  """
+  hook = sys.unraisablehook
+  if getattr(hook, 'drops_closed_loops', False):
+    return
+
+  def unraisable(args: Any) -> None:
+    if not (isinstance(args.exc_value, RuntimeError)
+            and str(args.exc_value) == 'Event loop is closed'):
+      hook(args)
+
+  unraisable.drops_closed_loops = True
+  sys.unraisablehook = unraisable
 
 
 class CheckpointClock:
@@ -290,14 +494,20 @@ class Run:
     self.config = config
     self._label = label
     self._writes = parallel.is_main_process()
-    os.makedirs(self.workdir, exist_ok=True)
-    if self._writes:
-      records.write_json(os.path.join(self.workdir, records.CONFIG_FILE),
-                         config.to_dict())
+    logging.get_absl_logger().addFilter(_QUIET_WRITE_FAILURES)
+    _quiet_closed_loops()
+    with self._writing(records.CONFIG_FILE):
+      os.makedirs(self.workdir, exist_ok=True)
+      if self._writes:
+        records.write_json(os.path.join(self.workdir, records.CONFIG_FILE),
+                           config.to_dict())
+    # A save cut short (a kill, a full disk) leaves a temporary folder,
+    # which no restore reads: removed here.
     self._manager = ocp.CheckpointManager(
         os.path.join(self.workdir, CHECKPOINTS),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=config.max_checkpoints_to_keep, create=True))
+            max_to_keep=config.max_checkpoints_to_keep, create=True,
+            cleanup_tmp_directories=True))
     self.state = fresh_state
     self.best = _variables(fresh_state)
     self.meta = _fresh_meta(config.target_test_accuracy)
@@ -309,25 +519,38 @@ class Run:
     self._first_epoch = True
     # The last epoch's (state, best, meta) while its checkpoint is unwritten.
     self._unsaved = None
+    # The epoch whose checkpoint orbax may still be writing.
+    self._saving = None
     path = os.path.join(self.workdir, records.METRICS_FILE)
     # Lines written after the checkpoint being resumed are dropped.
     self.history = [r for r in records.read_json_lines(path)
                     if r['epoch'] <= self.epoch]
-    if self._writes:
-      records.write_json_lines(path, self.history)
-    self._events = monitor.Events(
-        self.workdir, config, steps_per_epoch=steps_per_epoch,
-        learning_rate=learning_rate, epoch=self.epoch, writes=self._writes)
+    with self._writing(records.METRICS_FILE):
+      if self._writes:
+        records.write_json_lines(path, self.history)
+    with self._writing():
+      self._events = monitor.Events(
+          self.workdir, config, steps_per_epoch=steps_per_epoch,
+          learning_rate=learning_rate, epoch=self.epoch, writes=self._writes)
 
   def _restore(self) -> None:
-    restored = self._manager.restore(
-        self._manager.latest_step(), args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(self.state),
-            best=ocp.args.StandardRestore(self.best),
-            meta=ocp.args.JsonRestore()))
-    self.state, self.best = restored.state, restored.best
+    """Resumes from the newest checkpoint; raises CheckpointError, saying
+    what to do, where it does not read back as saved."""
+    step = self._manager.latest_step()
+    try:
+      restored = _read_checkpoint(self._manager, step,
+                                  {'state': self.state, 'best': self.best})
+    except _Damaged as e:
+      self._manager.close()
+      earlier = [s for s in self._manager.all_steps() if s < step]
+      remedy = (f"delete that folder to resume from epoch {max(earlier)}'s "
+                f'checkpoint, or pass' if earlier else 'pass')
+      raise CheckpointError(
+          f'checkpoint {self._manager.directory}/{step} cannot be read '
+          f'({e}); {remedy} --start_over to train this run again') from None
+    self.state, self.best = restored['state'], restored['best']
     target = self.meta['target']
-    self.meta.update(restored.meta)
+    self.meta.update(restored['meta'])
     if 'images_per_sec' in self.meta:
       # Checkpoints from before the split: the run's first epoch compiled.
       rates = self.meta.pop('images_per_sec')
@@ -378,10 +601,12 @@ class Run:
         and test_accuracy >= meta['target']):
       meta.update(target_epoch=epoch, time_to_target_s=meta['wall_time_s'])
     self.history.append(record)
-    if self._writes:
-      records.write_json_lines(os.path.join(self.workdir, records.METRICS_FILE),
-                               self.history)
-    self._events.write_epoch(epoch, steps, record)
+    with self._writing(records.METRICS_FILE):
+      if self._writes:
+        records.write_json_lines(
+            os.path.join(self.workdir, records.METRICS_FILE), self.history)
+    with self._writing():
+      self._events.write_epoch(epoch, steps, record)
     # state and best are host copies made for this epoch, and meta changes
     # in place: kept until written, all three stay as at this epoch.
     self._unsaved = (state, self.best, copy.deepcopy(meta))
@@ -397,13 +622,84 @@ class Run:
         record['epoch_time_s'] * (self.config.num_epochs - epoch))
 
   def _save_unsaved(self) -> None:
-    """Writes the last finished epoch's checkpoint, if not yet written."""
-    if self._unsaved:
-      state, best, meta = self._unsaved
+    """Writes the last finished epoch's checkpoint, if not yet written.
+
+    orbax writes it in the background while training goes on; a failure
+    surfaces at the next save or when the run ends (`_wait_for_saves`).
+    Raises WriteError, naming the folder, where there is no room for it.
+    """
+    if not self._unsaved:
+      return
+    state, best, meta = self._unsaved
+    self._wait_for_saves()
+    with self._checkpoint_writes(meta['epoch']):
+      self._check_room(state, best)
+      meta = dict(meta, digests={'state': _digest(state),
+                                 'best': _digest(best)})
       self._manager.save(meta['epoch'], args=ocp.args.Composite(
           state=ocp.args.StandardSave(state),
           best=ocp.args.StandardSave(best), meta=ocp.args.JsonSave(meta)))
-      self._unsaved = None
+    self._saving = meta['epoch']
+    self._unsaved = None
+
+  def _wait_for_saves(self) -> None:
+    """Waits for the checkpoint being written; raises WriteError if it
+    failed."""
+    with self._checkpoint_writes(self._saving):
+      self._manager.wait_until_finished()
+    self._saving = None
+
+  def _check_room(self, state: Any, best: Any) -> None:
+    """Raises WriteError before a checkpoint that the disk has no room for
+    is begun: a write that fails midway leaves TensorStore's callbacks
+    printing tracebacks of their own."""
+    arrays = sum(np.asarray(x).nbytes for x in jax.tree.leaves((state, best)))
+    scale, extra = _CHECKPOINT_OVERHEAD
+    needed = arrays * scale + extra
+    free = shutil.disk_usage(self._manager.directory).free
+    if parallel.agree(free < needed):
+      raise OSError(errno.ENOSPC, f'{os.strerror(errno.ENOSPC)}: '
+                    f'{free / 2**20:.1f} MiB free, the checkpoint needs about '
+                    f'{needed / 2**20:.1f} MiB')
+
+  @contextlib.contextmanager
+  def _checkpoint_writes(self, epoch: int | None) -> Iterator[None]:
+    """Turns the system's refusal to write epoch `epoch`'s checkpoint into
+    one WriteError; removes what the failed save left."""
+    try:
+      yield
+    except (OSError, ValueError) as e:
+      cause = _write_failure(e)
+      if cause is None:
+        raise
+      folder = str(self._manager.directory)
+      try:
+        self._manager.close()
+      except (OSError, ValueError):
+        pass  # The same failure again.
+      if self._writes:
+        for tmp in glob.glob(os.path.join(folder, '*.orbax-checkpoint-tmp*')):
+          shutil.rmtree(tmp, ignore_errors=True)
+      steps = [int(n) for n in os.listdir(folder) if n.isdigit()
+               ] if os.path.isdir(folder) else []
+      start = f"epoch {max(steps)}'s checkpoint" if steps else 'the start'
+      raise WriteError(
+          f'cannot write the checkpoint of epoch {epoch} in {folder} '
+          f'({cause}); free space or fix the folder, then rerun the same '
+          f'command: the run resumes from {start}') from None
+
+  @contextlib.contextmanager
+  def _writing(self, name: str | None = None) -> Iterator[None]:
+    """Turns the system's refusal to write the run's file `name` (None: the
+    file the error names) into one WriteError naming it."""
+    try:
+      yield
+    except OSError as e:
+      path = (os.path.join(self.workdir, name) if name
+              else e.filename or self.workdir)
+      raise WriteError(f'cannot write {path} ({e.strerror or e}); free '
+                       f'space or fix the folder, then rerun the same '
+                       f'command') from None
 
   def _mark_train_error(self, epoch: int, accuracy: np.ndarray,
                         seconds: float) -> None:
@@ -437,10 +733,11 @@ class Run:
       The summary.
     """
     self._save_unsaved()
-    self._manager.wait_until_finished()
+    self._wait_for_saves()
     self._manager.close()
-    self._events.write_test(self.epoch, test)
-    self._events.close()
+    with self._writing():
+      self._events.write_test(self.epoch, test)
+      self._events.close()
     meta = self.meta
     # Epochs that included compilation count only when no other epoch ran.
     steady = meta['steady_images_per_sec'] or meta['first_images_per_sec']
@@ -487,9 +784,10 @@ class Run:
     finds the summary and does not train again.
     """
     self._save_unsaved()
-    self._manager.wait_until_finished()
+    self._wait_for_saves()
     self._manager.close()
-    self._events.close()
+    with self._writing():
+      self._events.close()
     limit = self.config.max_train_loss
     why = (f'train loss {train_loss:.4g} is not finite'
            if not math.isfinite(train_loss) else
@@ -514,9 +812,10 @@ class Run:
     return summary
 
   def _write_summary(self, summary: dict[str, Any]) -> None:
-    if self._writes:
-      records.write_json(os.path.join(self.workdir, records.SUMMARY_FILE),
-                         summary)
+    with self._writing(records.SUMMARY_FILE):
+      if self._writes:
+        records.write_json(os.path.join(self.workdir, records.SUMMARY_FILE),
+                           summary)
 
 
 def _variables(state: Any) -> dict[str, Any]:

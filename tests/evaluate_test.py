@@ -1,14 +1,21 @@
 """Re-evaluation of a trained run and its plots."""
 
 import json
+import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 from PIL import Image
+import pytest
 import tensorflow_datasets as tfds
 
+from cnn_jax import errors
 from cnn_jax import evaluate
+from cnn_jax import models
+from cnn_jax import run as run_lib
+from cnn_jax import train
 import _util
 
 
@@ -53,3 +60,62 @@ def test_a_folder_without_a_run_is_one_error_line(tmp_path):
       f'error: --workdir: {tmp_path} holds no run (config.json is missing); '
       f'give the folder a training run wrote')
   assert not (tmp_path / 'plots').exists()
+
+
+def _flip_bytes(path):
+  """Inverts 8 bytes in the middle of `path`, as a failing disk might."""
+  data = bytearray(path.read_bytes())
+  middle = len(data) // 2
+  data[middle:middle + 8] = bytes(b ^ 0xFF for b in data[middle:middle + 8])
+  path.write_bytes(bytes(data))
+
+
+def _largest_file(folder):
+  return max((p for p in folder.rglob('*') if p.is_file()),
+             key=lambda p: p.stat().st_size)
+
+
+@pytest.mark.parametrize('damage', ['flipped weights', 'flipped manifest',
+                                    'no meta'])
+def test_a_damaged_checkpoint_is_named_with_what_to_do(trained_run, tmp_path,
+                                                       damage):
+  workdir = tmp_path / 'run'
+  shutil.copytree(trained_run, workdir)
+  checkpoint = workdir / 'checkpoints' / '2'
+  if damage == 'flipped weights':
+    # Read back without error, these would be wrong weights.
+    _flip_bytes(_largest_file(checkpoint / 'best'))
+  elif damage == 'flipped manifest':
+    _flip_bytes(checkpoint / 'best' / 'manifest.ocdbt')
+  else:
+    shutil.rmtree(checkpoint / 'meta')
+  with pytest.raises(errors.UserError) as error:
+    evaluate.load(str(workdir))
+  message = str(error.value)
+  assert message.startswith(f'--workdir: checkpoint {checkpoint} cannot be '
+                            f'read ('), message
+  assert '\n' not in message and message.endswith('--start_over'), message
+  # The epoch's own weights, in another item, are intact: offered where
+  # they can be read.
+  offered = '--checkpoint=latest' in message
+  assert offered == (damage != 'no meta'), message
+  if offered:
+    assert evaluate.load(str(workdir), 'latest').epoch == 2
+
+
+def test_a_run_that_diverged_before_any_checkpoint_says_so(tmp_path):
+  config = _util.tiny_config()
+  model = models.create_model(config.model)
+  tx = train.create_optimizer(config, 4)
+  state = jax.device_get(train.create_train_state(jax.random.key(0), model,
+                                                  tx))
+  run = run_lib.Run(str(tmp_path), config, state, steps_per_epoch=4,
+                    learning_rate=train.learning_rate_fn(config, 4))
+  run.diverge(1, float('nan'), 1.0)
+  with pytest.raises(errors.UserError) as error:
+    evaluate.load(str(tmp_path))
+  assert str(error.value) == (
+      f'--workdir: {tmp_path} holds a run that diverged at epoch 1 (train '
+      f'loss nan is not finite) before it wrote a checkpoint: there are no '
+      f'weights to load; train it again with other settings and '
+      f'--start_over')

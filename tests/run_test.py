@@ -6,15 +6,22 @@ and after the last epoch but before the summary. The resumed run must end
 with the numbers of the run that was never interrupted, bit for bit.
 """
 
+import contextlib
 import json
 import os
 import random
+import resource
+import shutil
+import signal
+import subprocess
 import sys
 import time
 
 import jax
 import numpy as np
+import pytest
 
+from cnn_jax import errors
 from cnn_jax import input_pipeline
 from cnn_jax import models
 from cnn_jax import records
@@ -167,3 +174,106 @@ def test_a_run_that_ends_or_diverges_checkpoints_its_last_good_epoch(
   again, _ = _a_run(tmp_path / 'diverged')
   assert again.epoch == 2 and again.meta['best_val_epoch'] == 2
   assert int(again.state.step) == 2
+
+
+def _flip_bytes(path):
+  """Inverts 8 bytes in the middle of `path`, as a failing disk might."""
+  data = bytearray(path.read_bytes())
+  middle = len(data) // 2
+  data[middle:middle + 8] = bytes(b ^ 0xFF for b in data[middle:middle + 8])
+  path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize('damage', ['flipped state', 'no meta'])
+def test_a_damaged_checkpoint_stops_the_resume_until_it_is_removed(
+    tmp_path, damage):
+  run, state = _a_run(tmp_path)
+  for epoch in (1, 2):
+    _end_epoch(run, state, epoch, checkpoint=True)
+  run.finish({'accuracy': 0.5, 'loss': 1.0}, 1.0)
+  checkpoint = tmp_path / 'checkpoints' / '2'
+  if damage == 'flipped state':
+    # Read back without error, these would be a wrong optimizer state.
+    _flip_bytes(max((p for p in (checkpoint / 'state').rglob('*')
+                     if p.is_file()), key=lambda p: p.stat().st_size))
+  else:
+    shutil.rmtree(checkpoint / 'meta')
+  with pytest.raises(errors.UserError) as error:
+    _a_run(tmp_path)
+  message = str(error.value)
+  assert message.startswith(f'checkpoint {checkpoint} cannot be read ('), (
+      message)
+  assert message.endswith(
+      "); delete that folder to resume from epoch 1's checkpoint, or pass "
+      '--start_over to train this run again'), message
+  # As the message says: without it, the run resumes from epoch 1.
+  shutil.rmtree(checkpoint)
+  again, _ = _a_run(tmp_path)
+  assert again.epoch == 1 and int(again.state.step) == 1
+
+
+@contextlib.contextmanager
+def _writes_limited_to(size):
+  """The kernel refuses this process's writes past `size` bytes of a file
+  (EFBIG), as a full disk refuses any (ENOSPC): a real failure, in orbax's
+  writer threads too, without root or a small filesystem."""
+  handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # Else it kills.
+  limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+  resource.setrlimit(resource.RLIMIT_FSIZE, (size, limit[1]))
+  try:
+    yield
+  finally:
+    resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+    signal.signal(signal.SIGXFSZ, handler)
+
+
+def test_a_failed_checkpoint_write_is_one_line_and_loses_nothing(tmp_path,
+                                                                 caplog):
+  run, state = _a_run(tmp_path)
+  _end_epoch(run, state, 1, checkpoint=True)
+  run.finish({'accuracy': 0.5, 'loss': 1.0}, 1.0)
+  run, state = _a_run(tmp_path)
+  # The checkpoint's arrays are larger; the run's JSON files are not.
+  with _writes_limited_to(20_000), pytest.raises(errors.UserError) as error:
+    _end_epoch(run, state, 2, checkpoint=True)
+    run.finish({'accuracy': 0.5, 'loss': 1.0}, 1.0)
+  folder = tmp_path / 'checkpoints'
+  assert str(error.value) == (
+      f'cannot write the checkpoint of epoch 2 in {folder} (File too '
+      f'large); free space or fix the folder, then rerun the same command: '
+      f"the run resumes from epoch 1's checkpoint")
+  # orbax's own reports of the failure, a traceback each, are not shown.
+  assert not [r for r in caplog.records if r.exc_info], caplog.text
+  # Nothing half-written is left, and nothing is lost.
+  assert os.listdir(folder) == ['1']
+  again, _ = _a_run(tmp_path)
+  assert again.epoch == 1 and int(again.state.step) == 1
+
+
+def test_a_full_disk_is_found_before_a_checkpoint_is_written(tmp_path):
+  disk = tmp_path / 'disk'
+  disk.mkdir()
+  if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=4m', 'tmpfs',
+                     str(disk)], capture_output=True).returncode:
+    pytest.skip('mounting a small tmpfs needs root')
+  try:
+    workdir = disk / 'run'
+    run, state = _a_run(workdir)
+    _end_epoch(run, state, 1, checkpoint=True)
+    run.finish({'accuracy': 0.5, 'loss': 1.0}, 1.0)
+    run, state = _a_run(workdir)
+    # Room for the epoch's JSON lines, not for its checkpoint.
+    with open(disk / 'filler', 'wb') as f:
+      f.write(bytes(shutil.disk_usage(disk).free - 64 * 1024))
+    with pytest.raises(errors.UserError) as error:
+      _end_epoch(run, state, 2, checkpoint=True)
+    folder = workdir / 'checkpoints'
+    assert str(error.value).startswith(
+        f'cannot write the checkpoint of epoch 2 in {folder} (No space left '
+        f'on device: '), str(error.value)
+    assert os.listdir(folder) == ['1']
+    os.remove(disk / 'filler')
+    again, _ = _a_run(workdir)
+    assert again.epoch == 1 and int(again.state.step) == 1
+  finally:
+    subprocess.run(['umount', '--lazy', str(disk)], check=True)
