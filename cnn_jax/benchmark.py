@@ -38,7 +38,6 @@ import sys
 import time
 from typing import Any, Callable
 
-from absl import app
 from absl import flags
 from absl import logging
 import jax
@@ -478,4 +477,4 @@ if __name__ == '__main__':
                       "JAX's recipe for the time-to-target.")
   flags.DEFINE_integer('num_seeds', 3, 'Seeds trained in one program.')
   flags.DEFINE_integer('seed_epochs', 2, 'Epochs per seed in that test.')
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main)

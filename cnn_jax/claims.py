@@ -19,7 +19,6 @@ import statistics
 import sys
 from typing import Any, Callable, Sequence
 
-from absl import app
 from absl import flags
 from absl import logging
 import jax
@@ -468,4 +467,5 @@ def main(argv: list[str]) -> None:
 
 if __name__ == '__main__':
   cli.define_flags(sweep=True)
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main, 'run the same command again to resume: finished points are '
+          'kept, and the interrupted one resumes from its last checkpoint')

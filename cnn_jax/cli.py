@@ -5,12 +5,16 @@ Bad input is not a crash: it gets one `error:` line naming the field, exit
 status 2 and no traceback.
 """
 
+import concurrent.futures.thread
 import importlib.util
 import os
+import signal
 import sys
+import threading
 import types
-from typing import NoReturn
+from typing import Any, Callable, NoReturn
 
+from absl import app
 from absl import flags
 from absl import logging
 import jax
@@ -108,11 +112,20 @@ def start() -> None:
 
 
 def _join(*layout) -> None:
+  """Joins the other processes, or ends this one with one line.
+
+  The wait is in native code, where Python's Ctrl-C handler cannot run
+  until it ends: during it, Ctrl-C ends the process at once, as by default
+  (nothing has been written yet).
+  """
+  handler = signal.signal(signal.SIGINT, signal.SIG_DFL)
   try:
     parallel.initialize_distributed(
         *layout, timeout_s=FLAGS.initialization_timeout, on_timeout=_exit_now)
   except errors.UserError as e:
     fail(str(e))
+  finally:
+    signal.signal(signal.SIGINT, handler)
 
 
 def _exit_now(message: str) -> NoReturn:
@@ -139,6 +152,50 @@ def compile_ahead() -> bool:
             and jax.config.jax_persistent_cache_min_compile_time_secs == 0
             and jax.process_count() == 1)
   return FLAGS.compile_ahead == 'true'
+
+
+def run(main: Callable[[list[str]], Any],
+        how_to_resume: str | Callable[[], str] | None = None) -> NoReturn:
+  """absl's `app.run(main)` with this parser; Ctrl-C is one line, status 130.
+
+  Args:
+    main: the entry point's main(argv).
+    how_to_resume: for a command whose work is saved as it goes, what to do
+      to go on (or a function that says so, once the flags are parsed): it
+      follows the word 'interrupted'.
+  """
+  try:
+    app.run(main, flags_parser=parse_flags)
+  except KeyboardInterrupt:
+    _finish_work_in_flight()
+    if callable(how_to_resume):
+      how_to_resume = how_to_resume()
+    print('interrupted' + (f'; {how_to_resume}' if how_to_resume else ''),
+          file=sys.stderr, flush=True)
+    sys.exit(130)  # 128 + SIGINT, as a shell reports a process it ended.
+
+
+def _finish_work_in_flight() -> None:
+  """Waits for the threads that end by themselves, such as orbax's commit
+  of a checkpoint being written.
+
+  The interpreter's shutdown first stops the thread pools, and a commit
+  that then hands a pool its next task fails with a traceback (the
+  checkpoint is lost). The pools' idle workers are not waited for: they
+  end only at that shutdown. A second Ctrl-C stops waiting.
+  """
+  # Python's own record of the pools' workers (3.2 and later); without it,
+  # nothing is waited for.
+  workers = getattr(concurrent.futures.thread, '_threads_queues', None)
+  if workers is None:
+    return
+  try:
+    for thread in threading.enumerate():
+      if (thread is not threading.current_thread() and not thread.daemon
+          and thread not in workers):
+        thread.join()
+  except KeyboardInterrupt:
+    pass
 
 
 def fail(message: str, status: int = 2) -> NoReturn:

@@ -21,7 +21,6 @@ import math
 import os
 from typing import Any
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -379,4 +378,4 @@ if __name__ == '__main__':
                     'best: the weights of the best validation epoch (those '
                     "summary.json's test accuracy is of); latest: the last "
                     "epoch's.")
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main)

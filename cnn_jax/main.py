@@ -4,12 +4,14 @@ Over several processes (hosts), each runs the same command with
 `--coordinator_address=HOST:PORT --num_processes=N --process_id=I`.
 
 Exit status: 0 for a finished run, 1 for a run that diverged (summary.json
-says so), 2 for input that needs fixing (one `error:` line says which).
+says so), 2 for input that needs fixing (one `error:` line says which; also
+the other processes of a multi-process run not all there within
+--initialization_timeout), 130 when interrupted (Ctrl-C): the same command
+again resumes from the last checkpoint.
 """
 
 import os
 
-from absl import app
 from absl import logging
 import jax
 
@@ -40,6 +42,14 @@ def main(argv: list[str]) -> None:
              status=1)
 
 
+def _how_to_resume() -> str:
+  # --start_over again would discard what the interrupted run saved.
+  if cli.FLAGS.start_over:
+    return ('run the command again without --start_over to resume from the '
+            'last checkpoint')
+  return 'run the same command again to resume from the last checkpoint'
+
+
 if __name__ == '__main__':
   cli.define_flags()
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main, _how_to_resume)

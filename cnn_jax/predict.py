@@ -19,7 +19,6 @@ import stat
 import sys
 import warnings
 
-from absl import app
 from absl import flags
 import jax
 import numpy as np
@@ -217,4 +216,4 @@ if __name__ == '__main__':
   flags.DEFINE_enum('checkpoint', 'best', list(run_lib.CHECKPOINT_CHOICES),
                     'best: the weights of the best validation epoch; '
                     "latest: the last epoch's.")
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main)

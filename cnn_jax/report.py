@@ -21,7 +21,6 @@ import statistics
 import sys
 from typing import Any
 
-from absl import app
 from absl import flags
 
 from cnn_jax import cli
@@ -457,4 +456,4 @@ if __name__ == '__main__':
   cli.define_flags(config=False, distributed=False)
   flags.DEFINE_enum('format', 'markdown', ['markdown', 'latex', 'csv'],
                     'Table format printed (all three are written).')
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main)

@@ -37,7 +37,6 @@ import traceback
 from typing import Any
 import urllib.parse
 
-from absl import app
 from absl import flags
 from absl import logging
 import jax
@@ -553,4 +552,5 @@ if __name__ == '__main__':
                     'Train points that differ only in seed together, in one '
                     'vmapped program. auto: on GPUs and TPUs only (on a '
                     '2-core CPU it was slower; see the README).')
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main, 'run the same command again to resume: finished points are '
+          'kept, and the interrupted one resumes from its last checkpoint')

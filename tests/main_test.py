@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -218,3 +219,57 @@ def test_a_diverged_run_is_one_line_and_exit_status_1(tmp_path,
       'summary.json records it')
   with open(tmp_path / 'run' / 'summary.json') as f:
     assert json.load(f)['status'] == 'diverged'
+
+
+def _interrupt(cmd, moment):
+  """Runs `cmd` and sends it SIGINT, as Ctrl-C does, once a line of its
+  stderr holds `moment`; returns its exit status and stderr."""
+  proc = subprocess.Popen(cmd, cwd=_util.ROOT, env=_util.subprocess_env(1),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)
+  try:
+    lines = []
+    for line in proc.stderr:
+      lines.append(line)
+      if moment in line:
+        proc.send_signal(signal.SIGINT)
+        break
+    lines.append(proc.communicate(timeout=300)[1])
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  return proc.returncode, ''.join(lines)
+
+
+@pytest.mark.parametrize('command, args, line', [
+    ('main', [], 'interrupted; run the same command again to resume from '
+                 'the last checkpoint'),
+    ('main', ['--start_over'], 'interrupted; run the command again without '
+                               '--start_over to resume from the last '
+                               'checkpoint'),
+    ('sweep', [], 'interrupted; run the same command again to resume: '
+                  'finished points are kept, and the interrupted one '
+                  'resumes from its last checkpoint'),
+])
+def test_ctrl_c_is_one_line_saying_how_to_resume(tmp_path, real_data_dir,
+                                                 command, args, line):
+  """Interrupted while epoch 2's checkpoint is being written: it is
+  finished first (at the interpreter's shutdown orbax's commit failed, with
+  a traceback, and the checkpoint was lost)."""
+  data = _util.tiny_config().data
+  data.update(data_dir=real_data_dir, manual_dir=_util.MANUAL_DIR, cache=True)
+  input_pipeline.load_splits(data)
+  config = {'main': 'default.py', 'sweep': 'sweeps/seeds.py'}[command]
+  code, err = _interrupt(
+      [sys.executable, '-m', f'cnn_jax.{command}',
+       f'--config={_util.ROOT}/configs/{config}',
+       f'--workdir={tmp_path / "run"}', '--config.num_epochs=100',
+       '--config.checkpoint_interval_s=0', '--config.batch_size=50',
+       '--config.data.num_train_examples=100',
+       f'--config.data.data_dir={real_data_dir}', *args], 'epoch 2/100')
+  assert code == 130, err[-3000:]
+  assert 'Traceback' not in err, err[-3000:]
+  assert err.splitlines()[-1] == line, err[-3000:]
+  # The run's folder, or the sweep's first point's.
+  assert list((tmp_path / 'run').glob('**/checkpoints/2')), command
