@@ -324,10 +324,19 @@ def _read_checkpoint(manager: ocp.CheckpointManager, step: int,
   if not isinstance(meta, dict) or meta.get('epoch') != step:
     raise _Damaged(f'its meta item does not describe epoch {step}')
   digests = meta.pop('digests', None)  # None before checksums were saved.
+  if digests is not None and not isinstance(digests, dict) or (
+      digests and 'meta' in digests
+      and _json_digest(meta) != digests['meta']):
+    raise _Damaged('its meta item differs from what was saved (checksum)')
   for name in items:
     if digests and _digest(restored[name]) != digests.get(name):
       raise _Damaged(f'its {name} arrays differ from those saved (checksum)')
   return restored
+
+
+def _json_digest(obj: Any) -> str:
+  """A checksum of a JSON value, the same after a round trip through JSON."""
+  return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
 def _digest(tree: Any) -> str:
@@ -635,7 +644,8 @@ class Run:
     with self._checkpoint_writes(meta['epoch']):
       self._check_room(state, best)
       meta = dict(meta, digests={'state': _digest(state),
-                                 'best': _digest(best)})
+                                 'best': _digest(best),
+                                 'meta': _json_digest(meta)})
       self._manager.save(meta['epoch'], args=ocp.args.Composite(
           state=ocp.args.StandardSave(state),
           best=ocp.args.StandardSave(best), meta=ocp.args.JsonSave(meta)))

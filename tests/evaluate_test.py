@@ -76,7 +76,7 @@ def _largest_file(folder):
 
 
 @pytest.mark.parametrize('damage', ['flipped weights', 'flipped manifest',
-                                    'no meta'])
+                                    'no meta', 'changed meta'])
 def test_a_damaged_checkpoint_is_named_with_what_to_do(trained_run, tmp_path,
                                                        damage):
   workdir = tmp_path / 'run'
@@ -87,8 +87,14 @@ def test_a_damaged_checkpoint_is_named_with_what_to_do(trained_run, tmp_path,
     _flip_bytes(_largest_file(checkpoint / 'best'))
   elif damage == 'flipped manifest':
     _flip_bytes(checkpoint / 'best' / 'manifest.ocdbt')
-  else:
+  elif damage == 'no meta':
     shutil.rmtree(checkpoint / 'meta')
+  else:
+    # Still valid JSON, but not what was saved.
+    path = checkpoint / 'meta' / 'metadata'
+    meta = json.loads(path.read_text())
+    meta['best_val_epoch'] = 3 - meta['best_val_epoch']
+    path.write_text(json.dumps(meta))
   with pytest.raises(errors.UserError) as error:
     evaluate.load(str(workdir))
   message = str(error.value)
@@ -98,7 +104,7 @@ def test_a_damaged_checkpoint_is_named_with_what_to_do(trained_run, tmp_path,
   # The epoch's own weights, in another item, are intact: offered where
   # they can be read.
   offered = '--checkpoint=latest' in message
-  assert offered == (damage != 'no meta'), message
+  assert offered == ('meta' not in damage), message
   if offered:
     assert evaluate.load(str(workdir), 'latest').epoch == 2
 
