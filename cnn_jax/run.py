@@ -4,9 +4,10 @@
 what belongs to its run alone and resumes it from its own folder:
 
   workdir/config.json           the config of the latest invocation
-  workdir/checkpoints/<epoch>/  orbax: state, best (weights), meta (JSON);
-                                written when `CheckpointClock` says so, and
-                                at a run's last epoch
+  workdir/checkpoints/<epoch>/  orbax: state, best (weights), meta (JSON,
+                                with a checksum of each item, checked when
+                                read); written when `CheckpointClock` says
+                                so, and at a run's last epoch
   workdir/metrics.jsonl         one record per finished epoch
   workdir/summary.json          written once the run is finished ("status":
                                 "ok") or has diverged ("status": "diverged")
@@ -184,7 +185,8 @@ def read_summary(workdir: str) -> dict[str, Any] | None:
 
 
 class RunFolderError(errors.UserError):
-  """A folder that holds no trained run to evaluate or predict with."""
+  """A folder that holds no run to use: none at all, no checkpoint, or an
+  unreadable file."""
 
 
 class CheckpointError(RunFolderError):
