@@ -51,8 +51,8 @@ class ClaimError(errors.UserError):
 
 
 def _points(runs_dir: str) -> list[dict[str, Any]]:
-  """Each point of the sweep: its values, folder, config, summary and
-  history."""
+  """Each point of the sweep: its values, folder, config, summary,
+  history and test accuracy (None: the run diverged)."""
   with open(os.path.join(runs_dir, records.SWEEP_FILE)) as f:
     listing = json.load(f)['points']
   out = []
@@ -68,6 +68,14 @@ def _points(runs_dir: str) -> list[dict[str, Any]]:
     raise ClaimError(f'{len(unfinished)} of {len(out)} points have no '
                      f'{records.SUMMARY_FILE} yet, e.g. {unfinished[0]}; '
                      f'run the same command again to train them')
+  for p in out:
+    try:
+      # The report's rule: a run without a finite test accuracy diverged.
+      p['test_accuracy'] = records.metric_value(p['summary'],
+                                                'test_accuracy')
+    except records.SummaryError as e:
+      raise ClaimError(f'{os.path.join(p["folder"], records.SUMMARY_FILE)}: '
+                       f'{e}') from None
   return out
 
 
@@ -87,8 +95,12 @@ def _groups(points: Sequence[dict[str, Any]], fields: Sequence[str]
 
 def _test_accuracies(points: Sequence[dict[str, Any]]) -> list[float]:
   """The finished runs' test accuracies; a diverged run has none."""
-  return [p['summary']['test_accuracy'] for p in points
-          if p['summary']['status'] == 'ok']
+  return [p['test_accuracy'] for p in _finished(points)]
+
+
+def _finished(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+  """The points whose runs did not diverge."""
+  return [p for p in points if p['test_accuracy'] is not None]
 
 
 def mean_sd(values: Sequence[float], fmt: str = '.4f') -> str:
@@ -143,8 +155,7 @@ def convergence(points: Sequence[dict[str, Any]], config: Any,
   for (bn, act), group in groups.items():
     marks = [p['summary']['train_error_marks'] for p in group]
     entry = {'batch_norm': bn, 'activation': act, 'n': len(group),
-             'diverged': sum(p['summary']['status'] == 'diverged'
-                             for p in group),
+             'diverged': len(group) - len(_finished(group)),
              'test_accuracy': _test_accuracies(group)}
     for level in levels:
       hit = [m[level] for m in marks]
@@ -264,7 +275,7 @@ def translation(points: Sequence[dict[str, Any]], config: Any,
           'groups': []}
   for (pool,), group in groups.items():
     # A diverged run's weights are not a trained model: left out, counted.
-    ok = [p for p in group if p['summary']['status'] == 'ok']
+    ok = _finished(group)
     probes = [_invariance(p, test) for p in ok]
     mean4 = lambda d: np.mean(list(d.values()), axis=0).tolist()
     data['groups'].append({
@@ -334,7 +345,7 @@ def _plot_translation(data: dict[str, Any], path: str) -> None:
 
 def _first_epoch_loss(point: dict[str, Any]) -> float:
   summary = point['summary']
-  if summary['status'] == 'diverged' and summary['diverged_epoch'] == 1:
+  if summary.get('status') == 'diverged' and summary['diverged_epoch'] == 1:
     return float(summary['diverged_train_loss'])
   return point['history'][0]['train_loss']
 
@@ -351,7 +362,7 @@ def init_scale(points: Sequence[dict[str, Any]], config: Any,
   rows = []
   for (bn, scaled, scale), group in sorted(groups.items(), key=lambda kv: (
       not kv[0][0], kv[0][1], kv[0][2])):
-    ok = [p for p in group if p['summary']['status'] == 'ok']
+    ok = _finished(group)
     entry = {'batch_norm': bn, 'kernel_init_layers': scaled,
              'kernel_init_scale': scale, 'n': len(group),
              'diverged': len(group) - len(ok),

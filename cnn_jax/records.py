@@ -9,6 +9,7 @@ process never leaves half a file behind.
 import fcntl
 import importlib.metadata
 import json
+import math
 import os
 import socket
 import subprocess
@@ -144,6 +145,38 @@ def read_json_lines(path: str) -> list[dict[str, Any]]:
     return []
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+class SummaryError(errors.UserError):
+  """A summary.json whose status or metric no run writes."""
+
+
+def metric_value(summary: Any, metric: str) -> float | None:
+  """A run's `metric` from its summary.json, or None: the run diverged.
+
+  The one rule of what counts as a result, for the report and the claims
+  alike. A run diverged if its status says so, or if the metric is not
+  finite (NaN, inf): a number no mean can take in. A summary without a
+  status (written before there was one) is 'ok'.
+
+  Raises:
+    SummaryError: the summary is not a JSON object, its status is neither
+      'ok' nor 'diverged', or the metric of a run that did not diverge is
+      missing or not a number; the message names the field.
+  """
+  if not isinstance(summary, dict):
+    raise SummaryError('not a JSON object')
+  status = summary.get('status', 'ok')
+  if status not in ('ok', 'diverged'):
+    raise SummaryError(f'status is {status}; a run writes ok or diverged')
+  if status == 'diverged':
+    return None
+  if metric not in summary:
+    raise SummaryError(f'lacks {metric}')
+  value = summary[metric]
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    raise SummaryError(f'{metric} is {value!r}, not a number')
+  return float(value) if math.isfinite(value) else None
 
 
 def versions() -> dict[str, str | None]:

@@ -183,20 +183,13 @@ def _read_summary(path: str, point: dict[str, Any], sweep: dict[str, Any]
   non-finite (written before summaries carried a status).
   """
   summary = _parse_json(_read_text(path))
-  if not isinstance(summary, dict):
-    raise _Unreadable('not a JSON object')
-  status = summary.get('status', 'ok')
-  if status not in ('ok', 'diverged'):
-    raise _Unreadable(f'unknown status {status}')
+  try:
+    value = records.metric_value(summary, sweep['metric'])
+  except records.SummaryError as e:
+    raise _Unreadable(e) from None
   if not isinstance(summary.get('config'), dict):
     raise _Unreadable('lacks its config')
-  key = _cell_of(summary['config'], point, sweep)
-  if status == 'diverged':
-    return key, None
-  value = summary.get(sweep['metric'])
-  if not _is_number(value):
-    raise _Unreadable(f'lacks {sweep["metric"]}')
-  return key, value if math.isfinite(value) else None
+  return _cell_of(summary['config'], point, sweep), value
 
 
 def _read_curve(path: str) -> list[float]:

@@ -116,3 +116,60 @@ def test_a_sweep_spec_without_an_analysis_is_refused(tmp_path):
           'metric': 'test_accuracy', 'analysis': 'astrology'}
   with pytest.raises(claims.ClaimError, match='one of convergence'):
     claims.analyze(_util.tiny_config(), spec, str(tmp_path))
+
+
+def _hand_made_runs(tmp_path, summaries):
+  """A claim's runs folder of one point per summary, written as a sweep
+  writes it; the seed is the axis."""
+  runs = tmp_path / 'runs'
+  config = _util.tiny_config().to_dict()
+  points = []
+  for seed, summary in enumerate(summaries):
+    folder = runs / f'seed={seed}'
+    folder.mkdir(parents=True)
+    (folder / 'config.json').write_text(json.dumps(config))
+    (folder / 'summary.json').write_text(json.dumps(
+        {'config': config, **summary}))
+    (folder / 'metrics.jsonl').write_text(json.dumps(
+        {'epoch': 1, 'train_loss': 0.5, 'val_accuracy': 0.8}) + '\n')
+    points.append({'name': folder.name, 'values': {'seed': seed}})
+  (runs / 'sweep.json').write_text(json.dumps({'points': points}))
+  return {'axes': {'seed': list(range(len(summaries)))}, 'rows': 'seed',
+          'cols': 'seed', 'metric': 'test_accuracy', 'analysis': 'init_scale'}
+
+
+def test_a_non_finite_test_accuracy_is_a_divergence_as_in_the_report(
+    tmp_path):
+  """One rule for what counts as a result (records.metric_value): a NaN or
+  infinite test accuracy is no number to average (it once showed as
+  'nan ± 0.0000 (n=1)')."""
+  spec = _hand_made_runs(tmp_path, [
+      {'status': 'ok', 'test_accuracy': float('nan')},
+      {'status': 'ok', 'test_accuracy': float('inf')},
+      {'status': 'ok', 'test_accuracy': 0.75},
+      {'test_accuracy': 0.25},  # Written before summaries had a status.
+      {'status': 'diverged', 'diverged_epoch': 2}])
+  table = claims.analyze(_util.tiny_config(), spec, str(tmp_path))
+  (group,) = json.loads((tmp_path / 'results.json').read_text())['groups']
+  assert group['diverged'] == 3
+  assert group['test_accuracy'] == [0.75, 0.25]
+  assert 'nan' not in table and '| 3 of 5 | 0.5000 ± 0.3536 (n=2) |' in table
+
+
+@pytest.mark.parametrize('summary, words', [
+    ({'status': 'ok', 'test_accuracy': '0.9'},
+     "test_accuracy is '0.9', not a number"),
+    ({'status': 'ok', 'test_accuracy': True},
+     'test_accuracy is True, not a number'),
+    ({'status': 'ok'}, 'lacks test_accuracy'),
+    ({'status': 'finished', 'test_accuracy': 0.9},
+     'status is finished; a run writes ok or diverged'),
+])
+def test_a_summary_that_no_run_writes_is_named_with_its_field(
+    tmp_path, summary, words):
+  spec = _hand_made_runs(tmp_path, [summary])
+  path = tmp_path / 'runs' / 'seed=0' / 'summary.json'
+  with pytest.raises(claims.ClaimError) as e:
+    claims.analyze(_util.tiny_config(), spec, str(tmp_path))
+  assert str(e.value) == f'{path}: {words}'
+
