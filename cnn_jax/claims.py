@@ -461,22 +461,22 @@ def main(argv: list[str]) -> None:
     if spec.get('analysis') not in ANALYSES:
       raise ClaimError(f'--config: the sweep spec must name an analysis, '
                        f'one of {", ".join(ANALYSES)}')
-    workdir = records.check_folder(FLAGS.workdir)
+    workdir = records.check_folder(cli.workdir())
     status = sweep_lib.run_sweep(
         FLAGS.config, spec, os.path.join(workdir, 'runs'),
         vmap_seeds=jax.default_backend() != 'cpu',
-        start_over=FLAGS.start_over, compile_ahead=cli.compile_ahead())
+        start_over=FLAGS.start_over)
     if any(s == 'failed' for s in status.values()):
       cli.fail(f'some points failed; see their {records.FAILED_FILE}',
                status=1)
     print(analyze(FLAGS.config, spec, workdir))
   except errors.UserError as e:
     cli.fail(str(e))
-  logging.info('wrote %s', os.path.join(FLAGS.workdir, RESULTS_MD))
+  logging.info('wrote %s', os.path.join(workdir, RESULTS_MD))
   sys.stdout.flush()
 
 
 if __name__ == '__main__':
-  cli.define_flags(sweep=True)
+  cli.define_flags()
   cli.run(main, 'run the same command again to resume: finished points are '
           'kept, and the interrupted one resumes from its last checkpoint')

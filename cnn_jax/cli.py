@@ -6,6 +6,7 @@ status 2 and no traceback.
 """
 
 import concurrent.futures.thread
+import gc
 import importlib.util
 import os
 import signal
@@ -32,16 +33,18 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(cnn_jax.__file__)))
 
 
 def define_flags(*, config: bool = True, distributed: bool = True,
-                 workdir_required: bool = True, sweep: bool = False) -> None:
-  """Defines --workdir and (optionally) --config, the multi-process flags
-  and, for the commands that run a sweep, --compile_ahead.
+                 workdir_required: bool = True) -> None:
+  """Defines --workdir and (optionally) --config and the multi-process flags.
 
   Called by each entry point under `__main__`, so that importing its module
-  as a library (tests, notebooks) defines no flags.
+  as a library (tests, notebooks) defines no flags. With --config, --workdir
+  may be left out: `workdir()` derives it from the config's name.
   """
-  flags.DEFINE_string('workdir', None if workdir_required else '',
-                      'The run or sweep folder.')
-  if workdir_required:
+  flags.DEFINE_string(
+      'workdir', None if workdir_required else '',
+      'The run or sweep folder.' + (
+          ' Default: workdirs/<config file name>.' if config else ''))
+  if workdir_required and not config:
     flags.mark_flag_as_required('workdir')
   if config:
     config_flags.DEFINE_config_file(
@@ -61,12 +64,6 @@ def define_flags(*, config: bool = True, distributed: bool = True,
                       'summary) and train it from scratch; in a sweep, the '
                       'points whose config changed. Needed to rerun a '
                       'folder with another config.')
-  if sweep:
-    flags.DEFINE_enum(
-        'compile_ahead', 'auto', ['auto', 'true', 'false'],
-        "Compile the next point's programs into the compilation cache in a "
-        'thread while a point trains. auto: on GPUs and TPUs, in one '
-        'process, with the cache on (the README says what it measured).')
   if not distributed:
     return
   flags.DEFINE_string('coordinator_address', None,
@@ -136,22 +133,20 @@ def _exit_now(message: str) -> NoReturn:
   os._exit(2)  # pylint: disable=protected-access
 
 
-def compile_ahead() -> bool:
-  """--compile_ahead, with 'auto' resolved: the one place that decides.
+def workdir() -> str:
+  """--workdir, or else `workdirs/<config file name>`, `~` expanded.
 
-  'auto' is on where it shortened a sweep, on a GPU, and off on a CPU,
-  where it lengthened one (one run each way; README, Speed). It also needs
-  the compilation cache to take every program (as `start` sets it; JAX's
-  own 1 s minimum would drop the small ones), and one process: JAX writes
-  the cache from process 0 only, so the others would compile each program
-  twice.
+  So that a config's command runs as written, without a folder to invent;
+  the folder is logged, and a rerun of the same command resumes it.
   """
-  if FLAGS.compile_ahead == 'auto':
-    return (jax.default_backend() != 'cpu'
-            and bool(jax.config.jax_compilation_cache_dir)
-            and jax.config.jax_persistent_cache_min_compile_time_secs == 0
-            and jax.process_count() == 1)
-  return FLAGS.compile_ahead == 'true'
+  if FLAGS.workdir:
+    return os.path.expanduser(FLAGS.workdir)
+  name = os.path.splitext(os.path.basename(config_file()))[0]
+  folder = os.path.join('workdirs', name)
+  if parallel.is_main_process():
+    logging.info('workdir: %s (from the config file\'s name; --workdir '
+                 'chooses another)', folder)
+  return folder
 
 
 def run(main: Callable[[list[str]], Any],
@@ -164,6 +159,7 @@ def run(main: Callable[[list[str]], Any],
       to go on (or a function that says so, once the flags are parsed): it
       follows the word 'interrupted'.
   """
+  signal.signal(signal.SIGINT, _on_ctrl_c)
   try:
     app.run(main, flags_parser=parse_flags)
   except KeyboardInterrupt:
@@ -173,6 +169,21 @@ def run(main: Callable[[list[str]], Any],
     print('interrupted' + (f'; {how_to_resume}' if how_to_resume else ''),
           file=sys.stderr, flush=True)
     sys.exit(130)  # 128 + SIGINT, as a shell reports a process it ended.
+
+
+def _on_ctrl_c(signum: int, frame: types.FrameType | None) -> None:
+  """Python's own handler, but for a garbage-collector callback (JAX has
+  one): a KeyboardInterrupt raised there is printed and dropped, and the
+  command went on. The signal comes again once the callback has returned.
+  """
+  callbacks = {getattr(getattr(c, '__func__', c), '__code__', None)
+               for c in gc.callbacks}
+  while frame is not None:
+    if frame.f_code in callbacks:
+      threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+      return
+    frame = frame.f_back
+  raise KeyboardInterrupt
 
 
 def _finish_work_in_flight() -> None:

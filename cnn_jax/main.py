@@ -1,4 +1,6 @@
-"""Entry point: `python -m cnn_jax.main --config=configs/default.py --workdir=DIR`.
+"""Entry point: `python -m cnn_jax.main --config=configs/default.py [--workdir=DIR]`.
+
+Without --workdir the run goes to workdirs/<config file name> (`cli.workdir`).
 
 Over several processes (hosts), each runs the same command with
 `--coordinator_address=HOST:PORT --num_processes=N --process_id=I`.
@@ -9,8 +11,6 @@ the other processes of a multi-process run not all there within
 --initialization_timeout), 130 when interrupted (Ctrl-C): the same command
 again resumes from the last checkpoint.
 """
-
-import os
 
 from absl import logging
 import jax
@@ -25,6 +25,7 @@ def main(argv: list[str]) -> None:
     cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
   cli.start()
   try:
+    workdir = cli.workdir()
     module = cli.load_config_module(cli.config_file())
     if hasattr(module, 'get_sweep'):
       raise errors.UserError(
@@ -33,8 +34,7 @@ def main(argv: list[str]) -> None:
     logging.info('JAX devices: %s (process %d of %d)', jax.devices(),
                  jax.process_index(), jax.process_count())
     summary = train.train_and_evaluate(
-        cli.FLAGS.config, os.path.expanduser(cli.FLAGS.workdir),
-        start_over=cli.FLAGS.start_over)
+        cli.FLAGS.config, workdir, start_over=cli.FLAGS.start_over)
   except errors.UserError as e:
     cli.fail(str(e))
   if summary['status'] == 'diverged':

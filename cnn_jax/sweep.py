@@ -16,15 +16,10 @@ always lies inside the sweep folder (`point_folder`); two points that would
 share a folder or train the same config are refused. No
 training logic lives here: points that differ only in seed are one
 `train.train_seeds` call (vmapped), any other point one such call of one
-seed. The default
---vmap_seeds=auto groups seeds on GPUs and TPUs only: on the 2-core CPU the
-vmapped program was slower than the runs one by one (README, benchmark).
-Likewise --compile_ahead=auto (with the compilation cache on): while a point
-trains, a thread compiles the next point's programs into the cache
-(`train.precompile`).
+seed. The default --vmap_seeds=auto groups seeds on GPUs and TPUs only
+(docs/performance.md says why).
 """
 
-import concurrent.futures
 import copy
 import difflib
 import hashlib
@@ -377,15 +372,6 @@ def _train_group(configs: dict[str, ml_collections.ConfigDict],
     return _train(configs, group, workdir, start_over=True)
 
 
-def _compile_ahead(configs: dict[str, ml_collections.ConfigDict],
-                   group: list[str]) -> concurrent.futures.Future | None:
-  """`train.precompile_in_thread` for a group of points."""
-  config = configs[group[0]]
-  # Read here: TFDS is not to be read from two threads at once.
-  return train.precompile_in_thread(config, len(group),
-                                    input_pipeline.load_splits(config.data))
-
-
 def _record_failure(workdir: str, group: list[str], trace: str) -> None:
   """Writes each point's error.txt; one that cannot be written is logged.
 
@@ -416,17 +402,14 @@ def _clear_failure(path: str) -> None:
 def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
               workdir: str, dry_run: bool = False,
               vmap_seeds: bool = True,
-              start_over: bool = False,
-              compile_ahead: bool = False) -> dict[str, str]:
+              start_over: bool = False) -> dict[str, str]:
   """Runs the points not yet done; returns {point folder: status}.
 
   With `vmap_seeds`, points that differ only in seed train together in one
   program (`train.train_seeds`); otherwise one after another. Points whose
   folders hold a run of another config are refused, or with `start_over`
   trained again from scratch, as are points whose checkpoint cannot be read
-  (without, they fail alone). With `compile_ahead`, the next points'
-  programs compile in a thread while a point trains
-  (`train.precompile_in_thread`); the first points' compile before, alone.
+  (without, they fail alone).
   """
   check_sweep(sweep)
   workdir = records.check_folder(workdir, 'sweep workdir')
@@ -477,20 +460,12 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
             if vmap_seeds else [[n] for n in pending])
   ran_seconds, ran = 0.0, 0
   # On a terminal, a bar of points done, left and ETA too.
-  for i, group in enumerate(monitor.track(
+  for group in monitor.track(
       groups, size=len, total=len(names), initial=len(names) - len(pending),
-      desc='sweep', unit='point')):
+      desc='sweep', unit='point'):
     t0 = time.time()
     logging.info('points %s (%s)', ', '.join(group),
                  ', '.join(status[n] for n in group))
-    compiling = None
-    if compile_ahead and i + 1 < len(groups):
-      if i == 0 and (first := _compile_ahead(configs, group)):
-        # Its own programs first, alone: compiled beside the next group's,
-        # its first epoch took 15.0 s on an H200, against 4.6 s in a sweep
-        # without compile-ahead (one run each, two machines; README, Speed).
-        first.result()
-      compiling = _compile_ahead(configs, groups[i + 1])
     failure = None
     try:
       summaries = _train_group(configs, group, workdir,
@@ -515,8 +490,6 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
             'done')
         if writes:
           _clear_failure(os.path.join(workdir, name, records.FAILED_FILE))
-    if compiling:  # The next points find their programs in the cache.
-      compiling.result()
     ran_seconds += time.time() - t0
     ran += len(group)
     left = sum(s in ('todo', 'partial') for s in status.values())
@@ -531,14 +504,13 @@ def main(argv: list[str]) -> None:
     cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
   cli.start()
   try:
+    workdir = cli.workdir()
     sweep = load_sweep(cli.config_file())
     vmap_seeds = (jax.default_backend() != 'cpu' if FLAGS.vmap_seeds == 'auto'
                   else FLAGS.vmap_seeds == 'true')
-    compile_ahead = cli.compile_ahead()
-    logging.info('seeds vmapped: %s; compiling ahead: %s', vmap_seeds,
-                 compile_ahead)
-    status = run_sweep(FLAGS.config, sweep, FLAGS.workdir, FLAGS.dry_run,
-                       vmap_seeds, FLAGS.start_over, compile_ahead)
+    logging.info('seeds vmapped: %s', vmap_seeds)
+    status = run_sweep(FLAGS.config, sweep, workdir, FLAGS.dry_run,
+                       vmap_seeds, FLAGS.start_over)
   except errors.UserError as e:
     cli.fail(str(e))
   if any(s == 'failed' for s in status.values()):
@@ -546,11 +518,11 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  cli.define_flags(sweep=True)
+  cli.define_flags()
   flags.DEFINE_bool('dry_run', False, 'List the points and run nothing.')
   flags.DEFINE_enum('vmap_seeds', 'auto', ['auto', 'true', 'false'],
                     'Train points that differ only in seed together, in one '
-                    'vmapped program. auto: on GPUs and TPUs only (on a '
-                    '2-core CPU it was slower; see the README).')
+                    'vmapped program. auto: on GPUs and TPUs only '
+                    '(docs/performance.md).')
   cli.run(main, 'run the same command again to resume: finished points are '
           'kept, and the interrupted one resumes from its last checkpoint')

@@ -6,7 +6,6 @@ steps, train loop, test. Where the steps run is `parallel`'s concern, what
 each run keeps and writes is `run`'s.
 """
 
-import concurrent.futures
 import copy
 import functools
 import math
@@ -409,81 +408,6 @@ def _eval_splits(splits: dict[str, input_pipeline.Split], batch_size: int,
   return {name: (input_pipeline.shard_for_eval(
       splits[name], batch_size, num_devices, steps=max(batches.values())), n)
           for name, n in batches.items()}
-
-
-def precompile(config: ml_collections.ConfigDict, num_seeds: int,
-               splits: dict[str, input_pipeline.Split]) -> None:
-  """Compiles the model's programs of a `train_seeds` call of `num_seeds`
-  seeds on `splits`, from their shapes alone: nothing runs.
-
-  With JAX's persistent compilation cache on, the call then loads them
-  from it instead of compiling them: a sweep compiles the next point's in a
-  thread while a point trains (`precompile_in_thread`). The keys and the
-  learning rates, two small programs, are left out.
-  """
-  par = parallel.create(config.parallelism)
-  num_train = splits['train']['label'].shape[0]
-  steps_per_epoch = num_train // config.batch_size
-  model = models.create_model(config.model)
-  tx = create_optimizer(config, steps_per_epoch)
-  # As the host arrays that train_seeds places: not weakly typed.
-  host = lambda tree, lead=(): jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct((*lead, *np.shape(x)), x.dtype), tree)
-  replicated = lambda tree: par.abstract(host(tree), REPLICATED)
-  init_key = jax.eval_shape(lambda: _keys(0)[0])
-  # First what a run needs first.
-  _init_variables.lower(model, tx, init_key).compile()
-  one_state = jax.eval_shape(lambda k: create_train_state(k, model, tx),
-                             init_key)
-  state = par.abstract(host(one_state, (num_seeds,)), REPLICATED)
-  data_key = jax.eval_shape(lambda: jax.random.key_data(_keys(0)[1]))
-  plan = compile_epoch_plan(par, num_train, config.batch_size).lower(
-      par.abstract(host(data_key, (num_seeds,)), REPLICATED),
-      replicated(np.int32(0)))
-  # The epoch's key and indices, placed as the plan returns them.
-  key, indices = jax.tree.map(
-      lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                               sharding=sharding),
-      plan.out_info, plan.compile().output_shardings)
-  data = replicated(splits['train'])
-  if scans_epoch(config):
-    compile_train_epoch(config, par).lower(
-        state, data, key, indices).compile()
-  else:
-    compile_train_batch(config, par).lower(
-        state, data, key, indices, replicated(np.int32(0))).compile()
-  split, _ = _eval_splits(splits, config.eval_batch_size,
-                          par.num_devices)['validation']
-  compile_evaluate(par).lower(
-      state, par.abstract(host(split), SHARDED),
-      replicated(np.int32(0))).compile()
-
-
-def precompile_in_thread(config: ml_collections.ConfigDict, num_seeds: int,
-                         splits: dict[str, input_pipeline.Split]
-                         ) -> concurrent.futures.Future | None:
-  """Starts `precompile` in a thread, so that the programs compile while the
-  caller does other work; its future is done when they are in the cache.
-
-  None where the persistent compilation cache, which hands the programs
-  over, is off. A failure in the thread is only logged: the run that needs
-  the programs compiles them itself, and meets the same error there.
-  """
-  if not jax.config.jax_compilation_cache_dir:
-    logging.warning('compiling ahead needs the compilation cache; it is off')
-    return None
-
-  def compile_quietly():
-    try:
-      precompile(config, num_seeds, splits)
-    except Exception as e:  # pylint: disable=broad-except
-      logging.warning('compiling ahead failed (the run compiles its own '
-                      'programs): %s: %s', type(e).__name__, e)
-
-  pool = concurrent.futures.ThreadPoolExecutor(1)
-  future = pool.submit(compile_quietly)
-  pool.shutdown(wait=False)  # The thread ends with its one task.
-  return future
 
 
 def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],

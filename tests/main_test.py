@@ -1,24 +1,28 @@
 """The command line, run as a user runs it: in a subprocess."""
 
+import gc
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
+from cnn_jax import cli
 from cnn_jax import input_pipeline
 import _util
 
 
-def _main(*args, workdir, devices=2):
-  """Runs `python -m cnn_jax.main` with the default config and `args`."""
+def _main(*args, workdir, devices=2, cwd=_util.ROOT):
+  """Runs `python -m cnn_jax.main` with the default config and `args`;
+  `workdir=None` leaves --workdir out."""
   cmd = [sys.executable, '-m', 'cnn_jax.main',
-         f'--config={_util.ROOT}/configs/default.py', f'--workdir={workdir}',
-         *args]
+         f'--config={_util.ROOT}/configs/default.py',
+         *([f'--workdir={workdir}'] if workdir else []), *args]
   env = _util.subprocess_env(devices)
-  return subprocess.run(cmd, cwd=_util.ROOT, capture_output=True, text=True,
+  return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
                         env=env, timeout=600)
 
 
@@ -26,14 +30,16 @@ def test_end_to_end_on_a_real_slice(tmp_path, real_data_dir):
   # One CPU device, as a user's run here. Two forced host devices on a 2-core
   # machine once stalled an all-reduce past XLA's 40 s rendezvous limit in
   # this multi-minute run while another training ran beside it; the short
-  # two-device tests in train_test.py cover the sharded path.
-  workdir = tmp_path / 'run'
+  # two-device tests in train_test.py cover the sharded path. The design's
+  # own command, without --workdir: the folder comes from the config's name.
   proc = _main('--config.num_epochs=2', '--config.batch_size=50',
                '--config.data.num_train_examples=2000',
                f'--config.data.data_dir={real_data_dir}',
                f'--config.data.manual_dir={_util.MANUAL_DIR}',
-               workdir=workdir, devices=1)
+               workdir=None, devices=1, cwd=tmp_path)
   assert proc.returncode == 0, proc.stderr[-3000:]
+  workdir = tmp_path / 'workdirs' / 'default'
+  assert 'workdir: workdirs/default' in proc.stderr.splitlines()[0]
   with open(workdir / 'summary.json') as f:
     summary = json.load(f)
   assert summary['epochs_completed'] == 2
@@ -273,3 +279,28 @@ def test_ctrl_c_is_one_line_saying_how_to_resume(tmp_path, real_data_dir,
   assert err.splitlines()[-1] == line, err[-3000:]
   # The run's folder, or the sweep's first point's.
   assert list((tmp_path / 'run').glob('**/checkpoints/2')), command
+
+
+def test_ctrl_c_during_a_garbage_collector_callback_is_not_lost():
+  """Python prints a KeyboardInterrupt raised in a gc callback (JAX has
+  one) as 'Exception ignored' and drops it; the command went on."""
+  arrived = []
+
+  def callback(phase, info):
+    del info
+    if phase == 'start' and not arrived:
+      arrived.append(True)
+      os.kill(os.getpid(), signal.SIGINT)
+      for _ in range(10_000):  # Python code, where the handler runs.
+        pass
+
+  previous = signal.signal(signal.SIGINT, cli._on_ctrl_c)  # pylint: disable=protected-access
+  gc.callbacks.append(callback)
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      gc.collect()
+      time.sleep(5)  # The signal comes again, and ends the sleep.
+  finally:
+    gc.callbacks.remove(callback)
+    signal.signal(signal.SIGINT, previous)
+  assert arrived

@@ -1,12 +1,9 @@
 """The train step, its multi-device equivalence, and whole runs with resume."""
 
-import collections
 import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import chex
 from flax import jax_utils
@@ -136,52 +133,6 @@ def test_a_runs_keys_are_one_program_and_the_seeds_own_draw():
     for ours, theirs in zip(pair, eager):  # What every result was drawn from.
       np.testing.assert_array_equal(jax.random.key_data(ours),
                                     jax.random.key_data(theirs))
-
-
-_PRECOMPILE_THEN_TRAIN = """
-import json, sys
-sys.path[:0] = ['tests', '.']
-import tensorflow_datasets as tfds
-from cnn_jax import input_pipeline, train
-import _util
-config = _util.tiny_config()
-config.epoch_loop, config.parallelism = sys.argv[2:4]
-seeds = [0, 1]
-with tfds.testing.mock_data(num_examples=48):
-  splits = input_pipeline.load_splits(config.data)
-  with _util.cache_lookups() as ahead:
-    train.precompile(config, len(seeds), splits)
-  with _util.cache_lookups() as run:
-    train.train_seeds(config, seeds, [f'{sys.argv[1]}/{s}' for s in seeds])
-print(json.dumps({'ahead': ahead, 'run': run}))
-"""
-
-
-@pytest.mark.parametrize('epoch_loop,parallelism', [
-    ('python', 'pmap'), ('scan', 'pmap'), ('python', 'shard_map')])
-def test_precompiled_programs_are_loaded_not_compiled_again(
-    tmp_path, epoch_loop, parallelism):
-  # A fresh compilation cache: the tests' shared one may hold them already.
-  env = dict(_util.subprocess_env(2),
-             JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'cache'))
-  proc = subprocess.run(
-      [sys.executable, '-c', _PRECOMPILE_THEN_TRAIN, str(tmp_path),
-       epoch_loop, parallelism], cwd=_util.ROOT, env=env,
-      capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  found = json.loads(proc.stdout.splitlines()[-1])
-  # init, the epoch plan, the step (or epoch) and the evaluation.
-  compiled = collections.Counter(name for name, _, _ in found['ahead'])
-  assert sum(compiled.values()) == 4, found['ahead']
-  assert {kind for _, kind, _ in found['ahead']} == {'miss'}
-  loaded = collections.Counter(
-      name for name, kind, _ in found['run'] if kind == 'hit')
-  assert loaded == compiled, found['run']
-  # What the run compiled itself: only what precompile leaves out (the
-  # keys, the learning rates), none of the precompiled programs.
-  assert 'jit(_init_variables)' in compiled
-  assert not [name for name, kind, _ in found['run']
-              if kind == 'miss' and name in compiled], found['run']
 
 
 def test_validation_and_test_share_one_evaluation_program():
