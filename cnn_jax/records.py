@@ -104,9 +104,12 @@ def claim_folder(folder: str) -> None:
   folder = os.path.realpath(check_folder(folder))
   if folder in _claimed:
     return
-  os.makedirs(folder, exist_ok=True)
-  # Held open until the process exits: closing it would drop the lock.
-  f = open(os.path.join(folder, LOCK_FILE), 'a+')  # pylint: disable=R1732
+  try:
+    os.makedirs(folder, exist_ok=True)
+    # Held open until the process exits: closing it would drop the lock.
+    f = open(os.path.join(folder, LOCK_FILE), 'a+')  # pylint: disable=R1732
+  except OSError as e:  # A full disk, a quota: found before any training.
+    raise FolderError(f'cannot claim {folder}: {e.strerror or e}') from None
   try:
     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except BlockingIOError:
@@ -114,18 +117,30 @@ def claim_folder(folder: str) -> None:
     holder = f.read()
     f.close()
     raise FolderInUse(_in_use(folder, holder)) from None
-  f.seek(0)
-  f.truncate()
-  f.write(f'process {os.getpid()} on {socket.gethostname()}\n')
-  f.flush()
+  try:
+    f.seek(0)
+    f.truncate()
+    f.write(f'process {os.getpid()} on {socket.gethostname()}\n')
+    f.flush()
+  except OSError as e:
+    try:
+      f.close()  # Flushes the unwritten line again, and fails again.
+    except OSError:
+      pass
+    raise FolderError(f'cannot claim {folder}: {e.strerror or e}') from None
   _claimed[folder] = f
 
 
 def _write_atomically(path: str, text: str) -> None:
   tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
+  try:
+    with open(tmp, 'w') as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:  # A full disk or Ctrl-C: no half-written file left.
+    if os.path.lexists(tmp):
+      os.remove(tmp)
+    raise
 
 
 def write_json(path: str, obj: Any) -> None:

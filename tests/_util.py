@@ -4,6 +4,7 @@ import contextlib
 import fcntl
 import os
 import pty
+import resource
 import signal
 import struct
 import subprocess
@@ -130,3 +131,18 @@ def tensorboard_scalars(workdir, tag):
   from tensorboard.util import tensor_util
   return [(e.step, tensor_util.make_ndarray(e.tensor_proto).item())
           for e in tensorboard_events(workdir).Tensors(tag)]
+
+
+@contextlib.contextmanager
+def writes_limited_to(size):
+  """The kernel refuses this process's writes past `size` bytes of a file
+  (EFBIG), as a full disk refuses any (ENOSPC): a real failure, in orbax's
+  writer threads too, without root or a small filesystem."""
+  handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # Else it kills.
+  limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+  resource.setrlimit(resource.RLIMIT_FSIZE, (size, limit[1]))
+  try:
+    yield
+  finally:
+    resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+    signal.signal(signal.SIGXFSZ, handler)

@@ -71,3 +71,17 @@ def test_a_tilde_is_the_home_folder(tmp_path, monkeypatch):
   monkeypatch.setenv('HOME', str(tmp_path))
   assert records.check_folder('~/runs/a') == f'{tmp_path}/runs/a'
   assert not (tmp_path / 'runs').exists()  # Checked, not made.
+
+
+def test_a_refused_write_leaves_no_half_file_and_a_claim_is_one_error(tmp_path):
+  """A full disk (here: writes past 0 bytes refused, EFBIG) while claiming a
+  folder is one FolderError naming it; a refused result write leaves neither
+  the file nor its temporary copy."""
+  path = tmp_path / 'summary.json'
+  with _util.writes_limited_to(0):
+    with pytest.raises(records.FolderError, match='cannot claim .*fresh'):
+      records.claim_folder(str(tmp_path / 'fresh'))
+    with pytest.raises(OSError):
+      records.write_json(str(path), {'a': 1})
+  assert os.listdir(tmp_path) == ['fresh']
+  assert not path.exists()

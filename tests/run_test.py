@@ -6,13 +6,10 @@ and after the last epoch but before the summary. The resumed run must end
 with the numbers of the run that was never interrupted, bit for bit.
 """
 
-import contextlib
 import json
 import os
 import random
-import resource
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -212,21 +209,6 @@ def test_a_damaged_checkpoint_stops_the_resume_until_it_is_removed(
   assert again.epoch == 1 and int(again.state.step) == 1
 
 
-@contextlib.contextmanager
-def _writes_limited_to(size):
-  """The kernel refuses this process's writes past `size` bytes of a file
-  (EFBIG), as a full disk refuses any (ENOSPC): a real failure, in orbax's
-  writer threads too, without root or a small filesystem."""
-  handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # Else it kills.
-  limit = resource.getrlimit(resource.RLIMIT_FSIZE)
-  resource.setrlimit(resource.RLIMIT_FSIZE, (size, limit[1]))
-  try:
-    yield
-  finally:
-    resource.setrlimit(resource.RLIMIT_FSIZE, limit)
-    signal.signal(signal.SIGXFSZ, handler)
-
-
 def test_a_failed_checkpoint_write_is_one_line_and_loses_nothing(tmp_path,
                                                                  caplog):
   run, state = _a_run(tmp_path)
@@ -234,7 +216,7 @@ def test_a_failed_checkpoint_write_is_one_line_and_loses_nothing(tmp_path,
   run.finish({'accuracy': 0.5, 'loss': 1.0}, 1.0)
   run, state = _a_run(tmp_path)
   # The checkpoint's arrays are larger; the run's JSON files are not.
-  with _writes_limited_to(20_000), pytest.raises(errors.UserError) as error:
+  with _util.writes_limited_to(20_000), pytest.raises(errors.UserError) as error:
     _end_epoch(run, state, 2, checkpoint=True)
     run.finish({'accuracy': 0.5, 'loss': 1.0}, 1.0)
   folder = tmp_path / 'checkpoints'
