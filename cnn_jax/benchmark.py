@@ -10,7 +10,7 @@ Three measurements, written to WORKDIR/benchmark.json and printed as a table
    compiled step (`train.compile_train_batch`) against the seed's `convnet1`
    (`cnn_jax.torch_reference`), same batch size, same image shape, Adam at
    1e-3, no augmentation. XLA's CPU backend uses every core; --threads sets
-   PyTorch's to the same count (2 on the machine it was written on). Rounds alternate the two;
+   PyTorch's to the same count. Rounds alternate the two;
    each side's median over rounds of its best timing in a round counts.
 2. Time to a test accuracy (0.9): whole processes, timed from launch to exit
    (start-up, compilation and data included). JAX runs `cnn_jax.main` with

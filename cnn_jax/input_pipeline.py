@@ -10,7 +10,7 @@ decoded splits are kept as arrays next to TFDS's own files
 with a manifest (MANIFEST) written last that ties them to what made them:
 the dataset, its TFDS version, the split sizes and each split's SHA-256.
 Later runs read those without importing TensorFlow, which starts them
-faster (README) and lets machines without TensorFlow train. A cache is read
+faster and lets machines without TensorFlow train. A cache is read
 only from the version folder TFDS prepared for the version it reads, and
 only after every check passes; a damaged one is refused, never trained on.
 """

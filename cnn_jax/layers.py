@@ -11,8 +11,7 @@ results carry over.
 - BatchNorm: Flax's formulas (fast variance, running averages, statistics
   averaged over `axis_name`), written directly, which XLA fused better.
 
-The measurements behind both, and what was tried and dropped, are in the
-README (Speed).
+docs/performance.md gives the measurements behind both.
 """
 
 from typing import Callable
@@ -48,8 +47,8 @@ def _one_channel_conv_fwd(x, kernel):
 
 
 def _one_channel_conv_bwd(residuals, grad):
-  # XLA's own kernel gradient was faster than autodiff of the product above,
-  # which contracts the 25 copies with the gradient (README, Speed).
+  # XLA's own kernel gradient: faster than autodiff of the product above,
+  # which contracts the 25 copies with the gradient.
   _, vjp = jax.vjp(_xla_conv, *residuals)
   return vjp(grad)
 
@@ -60,8 +59,8 @@ _one_channel_conv.defvjp(_one_channel_conv_fwd, _one_channel_conv_bwd)
 class Conv(nn.Module):
   """`nn.Conv(features, (k, k), strides=stride, padding='SAME')` for odd k.
 
-  The one-channel product serves stride 1, where it was measured; strided
-  convs (a baseline, not the seed's model) are XLA's own.
+  The one-channel product serves stride 1; strided convs (a baseline, not
+  the seed's model) are XLA's own.
   """
   features: int
   kernel_size: int

@@ -144,9 +144,8 @@ def receptive_fields(model_config: ml_collections.ConfigDict,
 def layer_set_name(name: str) -> str:
   """`model.layers`, with 'auto' resolved: the one place that decides.
 
-  'auto' takes the CPU-tuned layers on the CPU backend, where they were
-  faster, and Flax's own everywhere else, where Flax's were as fast or
-  faster (README, Speed).
+  'auto' takes the CPU-tuned layers on the CPU backend and Flax's own
+  everywhere else, each the faster there (docs/performance.md).
   """
   if name != 'auto':
     return name

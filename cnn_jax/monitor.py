@@ -69,7 +69,7 @@ class Events:
   records and protos are TensorBoard's own, without TensorFlow: its
   `EventFileWriter` imports TensorFlow wherever that is installed, and
   tensorboardX's package imports PyTorch, each seconds of every process's
-  start-up (README, "Start-up").
+  start-up.
   """
 
   def __init__(self, workdir: str, config: ml_collections.ConfigDict, *,
@@ -261,7 +261,7 @@ def model_table(model: nn.Module,
   pools' output sides must be the next layer's input sides in the first.
   """
   # NumPy, as tabulate only traces: jnp.zeros would compile two operations
-  # on their own, about 0.08 s on a GPU.
+  # of its own.
   x = np.zeros((1,) + input_pipeline.IMAGE_SHAPE, np.float32)
   layers = model.tabulate(
       jax.random.key(0), x, train=False, compute_flops=True,

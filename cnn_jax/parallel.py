@@ -48,8 +48,8 @@ class Parallelism(abc.ABC):
     # XLA's CPU devices in one process share one small thread pool, and a
     # collective waits on a pool thread: if steps are dispatched ahead, one
     # device's later all-reduces can hold every thread while the other
-    # device still needs one for its earlier step, and both wait forever
-    # (README, "One GPU, several GPUs..."). Such loops wait for each step.
+    # device still needs one for its earlier step, and both wait forever.
+    # Such loops wait for each step.
     self.wait_each_step = (jax.default_backend() == 'cpu'
                            and jax.local_device_count() > 1)
 
@@ -82,10 +82,9 @@ class Pmap(Parallelism):
 
   Arrays are placed as the pmapped functions return them, split along a
   mesh axis named AXIS: pmap compiles again for an argument placed any
-  other way. (flax's `jax_utils.replicate` names its axis otherwise, so a
-  run compiled its epoch twice, once for the first epoch's state and once
-  for the states the program returns; README, "Each program compiled
-  once".)
+  other way (flax's `jax_utils.replicate` names its axis otherwise, so a
+  run would compile its epoch twice: for the first epoch's state and for
+  the states the program returns).
   """
 
   def _sharding(self) -> jax.sharding.Sharding:

@@ -4,7 +4,7 @@ Every pool here is a reduction over the same window view, so all of them share
 one output-size rule, the seed's floor((W - F + 2P) / S) + 1. The view is a
 reshape (non-overlapping windows) or strided slices (overlapping ones); both
 keep the backward pass cheap, where `flax.linen.max_pool`'s gradient lowers
-to XLA's select-and-scatter, slow on CPU (README, "Pooling as a window view").
+to XLA's select-and-scatter, slow on CPU (docs/performance.md).
 """
 
 import jax.numpy as jnp

@@ -56,7 +56,7 @@ def _flax_conv(features: int, kernel_size: int, stride: int = 1,
 # moves between them; `models.create_model` picks one per backend.
 LAYERS: dict[str, LayerSet] = {
     'flax': LayerSet(_flax_conv, nn.BatchNorm),
-    # Faster on XLA's CPU backend (cnn_jax/layers.py; README, Speed).
+    # Faster on XLA's CPU backend (cnn_jax/layers.py, docs/performance.md).
     'cpu': LayerSet(layers.Conv, layers.BatchNorm),
 }
 

@@ -66,9 +66,8 @@ def create_optimizer(config: ml_collections.ConfigDict,
 def _init_variables(model: models.CNN, tx: optax.GradientTransformation,
                     rng: jax.Array) -> tuple[Any, optax.OptState]:
   """The model's variables and the optimizer's state, as one compiled
-  program per model and optimizer, whatever the seed: op by op, each op
-  compiled on its own (the random initializers alone about 1 s on a CPU;
-  every op about 50 ms on a GPU), and each seed again."""
+  program per model and optimizer, whatever the seed, rather than op by op,
+  each op compiled on its own, and each seed again."""
   dummy = jnp.zeros((1,) + input_pipeline.IMAGE_SHAPE, jnp.float32)
   variables = model.init(rng, dummy, train=False)
   return variables, tx.init(variables['params'])
@@ -236,8 +235,8 @@ def scans_epoch(config: ml_collections.ConfigDict) -> bool:
   """`config.epoch_loop`, with 'auto' resolved: the one place that decides.
 
   'auto' scans on GPUs and TPUs, where a step is cheap and the Python loop's
-  dispatch is most of an epoch; it loops on a CPU, where the scanned epoch
-  ran slower (README, Speed).
+  dispatch is most of an epoch, and loops on a CPU, where the scanned epoch
+  is the slower (docs/performance.md).
   """
   if config.epoch_loop == 'auto':
     return jax.default_backend() != 'cpu'
@@ -357,7 +356,7 @@ def _open_runs(configs: Sequence[ml_collections.ConfigDict],
   """Each seed's Run, resumed from its folder; they must stand at one epoch."""
   tx = create_optimizer(configs[0], steps_per_epoch)
   # The runs log each step's rate: one compiled schedule, not its ops one by
-  # one (each compiled on its own, about 50 ms apiece on a GPU).
+  # one, each compiled on its own.
   learning_rate = jax.jit(learning_rate_fn(configs[0], steps_per_epoch))
   runs = []
   for config, workdir in zip(configs, workdirs):
