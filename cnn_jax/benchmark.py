@@ -307,6 +307,43 @@ def _torch_compiled(batch_size: int, steps: int, repeats: int,
     return {'error': str(e)}
 
 
+def _throughput(recipe: ml_collections.ConfigDict, *, batch_size: int,
+                steps: int, repeats: int, rounds: int, threads: int
+                ) -> tuple[float, list[float], list[Any], dict[str, Any]]:
+  """JAX's median images/s, each side's rounds, and PyTorch's medians."""
+  # Rounds alternate the two libraries, so that a slow spell of the machine
+  # (this VM's speed drifts) does not fall on one side only.
+  jax_timer = jax_step_timer(recipe, steps)
+  jax_rounds, torch_rounds = [], []
+  for _ in range(rounds):
+    jax_rounds.append(max(jax_timer() for _ in range(repeats)))
+    torch_rounds.append(_torch('throughput', f'--batch_size={batch_size}',
+                               f'--steps={steps}', f'--repeats={repeats}',
+                               f'--threads={threads}'))
+  jax_rate = float(np.median(jax_rounds))
+  torch_rates = {}
+  if torch_rounds[0] is not None:
+    torch_rates = {key: float(np.median([r[key] for r in torch_rounds]))
+                   for key in ('train_images_per_sec',
+                               'step_only_images_per_sec')}
+    torch_rates['torch_version'] = torch_rounds[0]['torch_version']
+  # Logged as each result lands, so that a run cut short keeps them.
+  logging.info('throughput: JAX %.0f, PyTorch %s images/s', jax_rate,
+               _fmt(torch_rates.get('train_images_per_sec'), '.0f'))
+  return jax_rate, jax_rounds, torch_rounds, torch_rates
+
+
+def _targets(result: dict[str, Any]) -> dict[str, Any]:
+  """The targets of this device's kind, and whether `result` meets each."""
+  targets = TARGETS['cpu' if torch_device() == 'cpu' else 'gpu']
+  return {
+      'targets': {k: f'{op} {bar}x' for k, (op, bar) in targets.items()},
+      'targets_met': {
+          key: (None if result[key] is None else
+                (result[key] >= bar if op == '>=' else result[key] <= bar))
+          for key, (op, bar) in targets.items()}}
+
+
 def run_benchmark(workdir: str, manual_dir: str, *, data_dir: str = '',
                   batch_size: int,
                   steps: int, repeats: int, rounds: int, threads: int,
@@ -327,25 +364,9 @@ def run_benchmark(workdir: str, manual_dir: str, *, data_dir: str = '',
   input_pipeline.load_splits(base.data)
 
   logging.info('throughput ...')
-  # Rounds alternate the two libraries, so that a slow spell of the machine
-  # (this VM's speed drifts) does not fall on one side only.
-  jax_timer = jax_step_timer(recipe, steps)
-  jax_rounds, torch_rounds = [], []
-  for _ in range(rounds):
-    jax_rounds.append(max(jax_timer() for _ in range(repeats)))
-    torch_rounds.append(_torch('throughput', f'--batch_size={batch_size}',
-                               f'--steps={steps}', f'--repeats={repeats}',
-                               f'--threads={threads}'))
-  jax_rate = float(np.median(jax_rounds))
-  torch_rates = {}
-  if torch_rounds[0] is not None:
-    torch_rates = {key: float(np.median([r[key] for r in torch_rounds]))
-                   for key in ('train_images_per_sec',
-                               'step_only_images_per_sec')}
-    torch_rates['torch_version'] = torch_rounds[0]['torch_version']
-  # Logged as each result lands, so that a run cut short keeps them.
-  logging.info('throughput: JAX %.0f, PyTorch %s images/s', jax_rate,
-               _fmt(torch_rates.get('train_images_per_sec'), '.0f'))
+  jax_rate, jax_rounds, torch_rounds, torch_rates = _throughput(
+      recipe, batch_size=batch_size, steps=steps, repeats=repeats,
+      rounds=rounds, threads=threads)
 
   logging.info('time to %.2f test accuracy ...', target)
   jax_t90 = jax_time_to_target(os.path.abspath(fast_config), base.data,
@@ -408,12 +429,7 @@ def run_benchmark(workdir: str, manual_dir: str, *, data_dir: str = '',
       'versions': records.versions(),
       'git_commit': records.git_commit(),
   }
-  targets = TARGETS['cpu' if torch_device() == 'cpu' else 'gpu']
-  result['targets'] = {k: f'{op} {bar}x' for k, (op, bar) in targets.items()}
-  result['targets_met'] = {
-      key: (None if result[key] is None else
-            (result[key] >= bar if op == '>=' else result[key] <= bar))
-      for key, (op, bar) in targets.items()}
+  result.update(_targets(result))
   records.write_json(os.path.join(workdir, 'benchmark.json'), result)
   with open(os.path.join(workdir, 'benchmark.md'), 'w') as f:
     f.write(table(result))

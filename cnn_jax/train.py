@@ -7,6 +7,7 @@ each run keeps and writes is `run`'s.
 """
 
 import copy
+import dataclasses
 import functools
 import math
 import time
@@ -409,6 +410,44 @@ def _eval_splits(splits: dict[str, input_pipeline.Split], batch_size: int,
           for name, n in batches.items()}
 
 
+@dataclasses.dataclass
+class _Program:
+  """A `train_seeds` call's compiled steps and the data they run on, placed
+  on the devices once."""
+  par: parallel.Parallelism
+  steps_per_epoch: int
+  run_epoch: Callable
+  epoch_plan: Callable
+  evaluate: Callable
+  seed_keys: Any
+  train_data: Any
+  eval_data: dict[str, Any]
+
+
+def _compile(config: ml_collections.ConfigDict, seeds: Sequence[int],
+             splits: dict[str, input_pipeline.Split]) -> _Program:
+  """Places the data and compiles the steps for `config` and `seeds`."""
+  par = parallel.create(config.parallelism)
+  num_train = splits['train']['label'].shape[0]
+  steps_per_epoch = num_train // config.batch_size
+  if steps_per_epoch < 1:
+    raise validation.ConfigError(
+        f'config.batch_size must be <= the number of training examples '
+        f'({num_train}); got {config.batch_size}')
+  p_evaluate = compile_evaluate(par)
+  return _Program(
+      par=par, steps_per_epoch=steps_per_epoch,
+      run_epoch=epoch_runner(config, par, steps_per_epoch),
+      epoch_plan=compile_epoch_plan(par, num_train, config.batch_size),
+      evaluate=functools.partial(_evaluate, p_evaluate, par),
+      seed_keys=par.replicate(np.stack([jax.random.key_data(_keys(s)[1])
+                                        for s in seeds])),
+      train_data=par.replicate(splits['train']),
+      eval_data={name: (par.shard(split), par.replicate(np.int32(n)))
+                 for name, (split, n) in _eval_splits(
+                     splits, config.eval_batch_size, par.num_devices).items()})
+
+
 def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
                 workdirs: Sequence[str], *,
                 start_over: bool = False) -> list[dict[str, Any]]:
@@ -442,7 +481,7 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
     if diverged:
       return diverged
 
-  # --- Input pipeline -------------------------------------------------------
+  # --- Input pipeline and compiled steps ------------------------------------
   splits = input_pipeline.load_splits(config.data)
   if parallel.is_main_process():  # The other processes write no run files.
     for workdir in workdirs:
@@ -450,47 +489,36 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
       if start_over:
         run_lib.clear(workdir)
   parallel.sync('run folders ready')
-  par = parallel.create(config.parallelism)
-  num_train = splits['train']['label'].shape[0]
-  steps_per_epoch = num_train // config.batch_size
-  if steps_per_epoch < 1:
-    raise validation.ConfigError(
-        f'config.batch_size must be <= the number of training examples '
-        f'({num_train}); got {config.batch_size}')
-  train_data = par.replicate(splits['train'])
-  eval_data = {name: (par.shard(split), par.replicate(np.int32(n)))
-               for name, (split, n) in _eval_splits(
-                   splits, config.eval_batch_size, par.num_devices).items()}
+  program = _compile(config, seeds, splits)
 
   # --- Model, optimizer and runs --------------------------------------------
   model = models.create_model(config.model)
-  runs = _open_runs(configs, workdirs, model, steps_per_epoch)
+  runs = _open_runs(configs, workdirs, model, program.steps_per_epoch)
   if parallel.is_main_process() and logging.level_info():  # Else unseen.
     logging.info('model:\n%s', monitor.model_table(model, config.model))
   layers = models.layer_set_name(config.model.layers)
   epoch_loop = 'scan' if scans_epoch(config) else 'python'
   logging.info('parameters: %d; seeds in one program: %d; %d devices (%s); '
                '%s layers; epoch loop: %s', num_params(runs[0].state.params),
-               len(seeds), par.num_devices, config.parallelism, layers,
-               epoch_loop)
+               len(seeds), program.par.num_devices, config.parallelism,
+               layers, epoch_loop)
+  facts = {'num_params': num_params(runs[0].state.params),
+           'num_devices': program.par.num_devices,
+           'num_processes': jax.process_count(),
+           'seeds_in_program': len(runs),
+           'num_train_examples': splits['train']['label'].shape[0],
+           'layers': layers, 'epoch_loop': epoch_loop, 'data': splits.source}
+  return _train_loop(config, runs, program, facts, elapsed)
 
-  # --- Compiled steps -------------------------------------------------------
-  run_epoch = epoch_runner(config, par, steps_per_epoch)
-  p_epoch_plan = compile_epoch_plan(par, num_train, config.batch_size)
-  p_evaluate = compile_evaluate(par)
-  seed_keys = par.replicate(np.stack([jax.random.key_data(_keys(s)[1])
-                                      for s in seeds]))
-  evaluate = functools.partial(_evaluate, p_evaluate, par)
 
-  # --- Train loop -----------------------------------------------------------
+def _train_loop(config: ml_collections.ConfigDict, runs: list[run_lib.Run],
+                program: _Program, facts: dict[str, Any],
+                elapsed: Callable[[], float]) -> list[dict[str, Any]]:
+  """The epochs the runs still need, then the test of each run's best
+  validation epoch; returns their summaries."""
+  par, steps_per_epoch = program.par, program.steps_per_epoch
   target = config.target_test_accuracy
   state = par.replicate(stack([r.state for r in runs]))
-  facts = {'num_params': num_params(runs[0].state.params),
-           'num_devices': par.num_devices,
-           'num_processes': jax.process_count(),
-           'seeds_in_program': len(runs), 'num_train_examples': num_train,
-           'layers': layers, 'epoch_loop': epoch_loop,
-           'data': splits.source}
   summaries = [None] * len(runs)
   checkpoints = run_lib.CheckpointClock(config.checkpoint_interval_s)
   # Seeds still training; a diverged seed's lane keeps computing in the
@@ -500,17 +528,21 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
     if not live or target and all(runs[k].reached_target for k in live):
       break
     t0 = time.time()
-    key, indices = p_epoch_plan(seed_keys, par.replicate(np.int32(epoch)))
+    key, indices = program.epoch_plan(program.seed_keys,
+                                      par.replicate(np.int32(epoch)))
     # Step metrics reach the host once per epoch, [steps, seeds] per metric
     # (on a terminal, the loop's bar waits for each step to count it).
-    with monitor.epoch_progress(epoch, config.num_epochs, steps_per_epoch,
-                                per_step=epoch_loop == 'python') as on_step:
-      state, step_metrics = run_epoch(state, train_data, key, indices, on_step)
+    with monitor.epoch_progress(
+        epoch, config.num_epochs, steps_per_epoch,
+        per_step=facts['epoch_loop'] == 'python') as on_step:
+      state, step_metrics = program.run_epoch(state, program.train_data, key,
+                                              indices, on_step)
     seconds = time.time() - t0
-    val = evaluate(state, eval_data['validation'])
+    val = program.evaluate(state, program.eval_data['validation'])
     # The test split is read here only to stop at a target; selection
     # still uses validation alone.
-    test = evaluate(state, eval_data['test']) if target else None
+    test = (program.evaluate(state, program.eval_data['test']) if target
+            else None)
     train_loss = step_metrics['loss'].mean(0)
     host_state = par.get(state)  # What the checkpoints need, and only that.
     # Every image of every seed's epoch, per second.
@@ -522,7 +554,7 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
         summaries[k] = run.diverge(epoch, loss, elapsed(), **facts)
         live.remove(k)
         continue
-      record = {'epoch': epoch, 'train_loss': float(train_loss[k]),
+      record = {'epoch': epoch, 'train_loss': loss,
                 'train_accuracy': float(step_metrics['accuracy'][:, k].mean()),
                 'val_loss': val[k]['loss'], 'val_accuracy': val[k]['accuracy'],
                 'epoch_time_s': seconds, 'images_per_sec': images_per_sec,
@@ -534,7 +566,7 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
   # --- Test, once, with the epoch validation selected -----------------------
   if live:
     best = par.replicate(stack([r.best for r in runs]))
-    test = evaluate(state.replace(**best), eval_data['test'])
+    test = program.evaluate(state.replace(**best), program.eval_data['test'])
     for k in live:
       summaries[k] = runs[k].finish(test[k], elapsed(), **facts)
   return summaries
