@@ -17,7 +17,7 @@ from configs import default
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The four original .gz files for offline preparation: what `make test` passes,
-# else the workplace's shared copy beside the repo; empty lets TFDS download.
+# else the copy in ../shared beside the repository; empty lets TFDS download.
 _SHARED = os.path.join(ROOT, '..', 'shared', 'data', 'fashion_mnist')
 MANUAL_DIR = os.environ.get('CNN_JAX_MANUAL_DIR') or (
     os.path.abspath(_SHARED) if os.path.isdir(_SHARED) else '')
