@@ -71,7 +71,8 @@ class CNN(nn.Module):
       self.sow('intermediates', f'act{i + 1}', x)
       x = self.pool(x)
     x = x.reshape((x.shape[0], -1))
-    # The penultimate features, for the translation probe (invariance.py).
+    # The penultimate features, for the translation probe
+    # (experiments/claims/invariance.py).
     self.sow('intermediates', 'features', x)
     return nn.Dense(self.num_classes, kernel_init=self.dense_kernel_init,
                     name='fc')(x)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from cnn_jax import claims
 from cnn_jax import run as run_lib
 from cnn_jax import sweep
+from experiments.claims import main as claims
 import _util
 
 

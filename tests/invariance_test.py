@@ -3,7 +3,7 @@
 import numpy as np
 
 from cnn_jax import evaluate
-from cnn_jax import invariance
+from experiments.claims import invariance
 
 
 def test_shift_moves_pixels_and_fills_with_zeros():

@@ -8,7 +8,7 @@ Only a non-finite loss stops a run here (max_train_loss = inf), so that a
 run whose loss explodes and recovers shows its final accuracy.
 
 Run (trains what is missing, then writes results.md and the plot):
-  python -m cnn_jax.claims --config=configs/claims/bn_init.py \\
+  python -m experiments.claims.main --config=configs/claims/bn_init.py \\
       --workdir=experiments/bn_init
 """
 

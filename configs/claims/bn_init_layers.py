@@ -10,7 +10,7 @@ without BatchNorm, with bn_init's recipe otherwise (its 'all' rows are the
 comparison): 24 runs.
 
 Run (trains what is missing, then writes results.md and the plot):
-  python -m cnn_jax.claims --config=configs/claims/bn_init_layers.py \\
+  python -m experiments.claims.main --config=configs/claims/bn_init_layers.py \\
       --workdir=experiments/bn_init_layers
 """
 

@@ -8,7 +8,7 @@ error of the last 20 training batches first fell below 25%, the level of
 the original comparison (Krizhevsky et al., 2012, on CIFAR-10), and 10%.
 
 Run (trains what is missing, then writes results.md and the plot):
-  python -m cnn_jax.claims --config=configs/claims/relu_speed.py \\
+  python -m experiments.claims.main --config=configs/claims/relu_speed.py \\
       --workdir=experiments/relu_speed
 """
 

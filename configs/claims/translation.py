@@ -5,10 +5,10 @@ each pooling in the seed's 2x2 windows, and a baseline without pooling whose
 convs have stride 2 (the same 14x14 and 7x7 feature maps). Gaussian pooling
 is left out: in 2x2 windows it equals average pooling (cnn_jax/pooling.py).
 After training, the test images are shifted by 0 to 6 pixels (zero fill) up,
-down, left and right (cnn_jax/invariance.py).
+down, left and right (experiments/claims/invariance.py).
 
 Run (trains what is missing, then writes results.md and the plot):
-  python -m cnn_jax.claims --config=configs/claims/translation.py \\
+  python -m experiments.claims.main --config=configs/claims/translation.py \\
       --workdir=experiments/translation
 """
 

@@ -1,14 +1,14 @@
 """The seed's three claims, each tested by a sweep and one analysis.
 
-  python -m cnn_jax.claims --config=configs/claims/relu_speed.py \
+  python -m experiments.claims.main --config=configs/claims/relu_speed.py \
       --workdir=experiments/relu_speed
 
-trains the sweep's missing points into WORKDIR/runs (resumable: it is
-`cnn_jax.sweep`), then runs the analysis that the sweep spec names
-(`ANALYSES`) and writes WORKDIR/results.md, results.json and a plot. Every
-number there is read from the points' summary.json and metrics.jsonl, or,
-for the translation probe, from the invariance.json each point's
-checkpoint gave (computed once, kept beside its summary.json).
+run from the repository's root, trains the sweep's missing points into
+WORKDIR/runs (resumable: it is `cnn_jax.sweep`), then runs the analysis
+that the sweep spec names (`ANALYSES`) and writes WORKDIR/results.md,
+results.json and a plot. Every number there is read from the points' run
+folders, or, for the translation probe, from the invariance.json each
+point's checkpoint gave (computed once, kept beside its summary.json).
 """
 
 import collections
@@ -30,11 +30,11 @@ from cnn_jax import cli
 from cnn_jax import errors
 from cnn_jax import evaluate
 from cnn_jax import input_pipeline
-from cnn_jax import invariance
 from cnn_jax import records
 from cnn_jax import report
 from cnn_jax import run as run_lib
 from cnn_jax import sweep as sweep_lib
+from experiments.claims import invariance
 
 FLAGS = flags.FLAGS
 

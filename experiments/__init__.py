@@ -1,0 +1,1 @@
+"""Studies that use the cnn_jax library; each folder is one study."""
