@@ -6,7 +6,6 @@ status 2 and no traceback.
 """
 
 import concurrent.futures.thread
-import gc
 import importlib.util
 import os
 import signal
@@ -159,7 +158,11 @@ def run(main: Callable[[list[str]], Any],
       to go on (or a function that says so, once the flags are parsed): it
       follows the word 'interrupted'.
   """
-  signal.signal(signal.SIGINT, _on_ctrl_c)
+  # Python's handler again, after the package's for its imports; a process
+  # started with Ctrl-C ignored (a shell's background job) keeps ignoring it.
+  if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+  sys.unraisablehook = _resend_dropped_interrupts(sys.unraisablehook)
   try:
     app.run(main, flags_parser=parse_flags)
   except KeyboardInterrupt:
@@ -171,19 +174,21 @@ def run(main: Callable[[list[str]], Any],
     sys.exit(130)  # 128 + SIGINT, as a shell reports a process it ended.
 
 
-def _on_ctrl_c(signum: int, frame: types.FrameType | None) -> None:
-  """Python's own handler, but for a garbage-collector callback (JAX has
-  one): a KeyboardInterrupt raised there is printed and dropped, and the
-  command went on. The signal comes again once the callback has returned.
+def _resend_dropped_interrupts(hook: Callable[[Any], Any]
+                               ) -> Callable[[Any], None]:
+  """`hook` (a sys.unraisablehook), but for a KeyboardInterrupt: one that
+  Ctrl-C raised where Python cannot raise it (a garbage-collector callback
+  or a finalizer, where JAX and TensorFlow have code) was printed and
+  dropped, and the command went on. The signal comes again instead.
   """
-  callbacks = {getattr(getattr(c, '__func__', c), '__code__', None)
-               for c in gc.callbacks}
-  while frame is not None:
-    if frame.f_code in callbacks:
-      threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
-      return
-    frame = frame.f_back
-  raise KeyboardInterrupt
+  def unraisable(info: Any) -> None:
+    if issubclass(info.exc_type, KeyboardInterrupt):
+      again = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
+      again.daemon = True
+      again.start()
+    else:
+      hook(info)
+  return unraisable
 
 
 def _finish_work_in_flight() -> None:
