@@ -34,7 +34,7 @@ import re
 import shutil
 import sys
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 from absl import logging
 import jax
@@ -59,15 +59,13 @@ MAY_CHANGE_ON_RESUME = frozenset((
     'target_test_accuracy', 'max_train_loss', 'parallelism', 'epoch_loop',
     'model.layers', 'data.data_dir', 'data.manual_dir', 'data.cache'))
 # Fields added after runs were first started, with the value every run from
-# before had: a folder whose config lacks one trained with that value.
-ADDED_FIELDS = {'train_error_marks': [], 'model.kernel_init_scale': 1.0,
-                'model.conv_stride': 1, 'model.kernel_init_layers': 'all'}
-# A run's training error at a step is the mean error of its last this-many
-# training batches (2,000 images at batch 100), as the steps measured it: no
-# extra evaluation; short, since ReLU with BatchNorm is below 25% within
-# the first 100 steps, and long enough that one batch's luck (a standard
-# deviation of about 4 points at batch 100) moves it by about 1 point.
-MARK_WINDOW = 20
+# before had: a folder whose config lacks one trained with that value (as do
+# runs kept in experiments/).
+ADDED_FIELDS = {'model.kernel_init_scale': 1.0, 'model.conv_stride': 1,
+                'model.kernel_init_layers': 'all'}
+# Fields a folder's config may hold that configs no longer have; none
+# changed what was trained, so they are dropped when the folder is read.
+REMOVED_FIELDS = ('train_error_marks',)
 # A checkpoint's bytes on disk, as (factor, bytes) over its arrays' own:
 # orbax's metadata files and the file system's blocks, with a margin.
 _CHECKPOINT_OVERHEAD = (1.0, 128 * 1024)
@@ -83,14 +81,17 @@ def _flat(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:
   return out
 
 
-def _with_added_fields(config: dict[str, Any]) -> dict[str, Any]:
-  """`config` with the ADDED_FIELDS it lacks, at the values it trained with."""
+def _as_configs_are(config: dict[str, Any]) -> dict[str, Any]:
+  """`config` with the ADDED_FIELDS it lacks, at the values it trained with,
+  and without REMOVED_FIELDS."""
   for field, value in ADDED_FIELDS.items():
     *parents, leaf = field.split('.')
     node = config
     for part in parents:
       node = node.setdefault(part, {})
     node.setdefault(leaf, value)
+  for field in REMOVED_FIELDS:
+    config.pop(field, None)
   return config
 
 
@@ -99,7 +100,8 @@ def started_config(workdir: str) -> dict[str, Any] | None:
 
   Runs from before config.json existed kept theirs in summary.json only;
   runs from before a field existed get its ADDED_FIELDS value, so that
-  they resume and their weights load into today's model.
+  they resume and their weights load into today's model; fields configs no
+  longer have are dropped.
   """
   for name in (records.CONFIG_FILE, records.SUMMARY_FILE):
     path = os.path.join(workdir, name)
@@ -115,7 +117,7 @@ def started_config(workdir: str) -> dict[str, Any] | None:
           raise validation.ConfigError(
               f'{path} is unreadable; pass --start_over to train this run '
               f'again') from None
-      return _with_added_fields(config)
+      return _as_configs_are(config)
   return None
 
 
@@ -450,39 +452,7 @@ def _fresh_meta(target: float) -> dict[str, Any]:
   return {'epoch': 0, 'best_val_accuracy': -1.0, 'best_val_epoch': 0,
           'wall_time_s': 0.0, 'steady_images_per_sec': [],
           'first_images_per_sec': [], 'target': target,
-          'target_epoch': None, 'time_to_target_s': None,
-          'train_time_s': 0.0, 'recent_errors': [], 'train_error_marks': {}}
-
-
-def first_below(recent: Sequence[float], errors: np.ndarray,
-                levels: Sequence[float], window: int) -> dict[float, int]:
-  """Where the trailing mean of the errors first falls below each level.
-
-  Args:
-    recent: the errors of the (up to window - 1) steps before `errors`,
-      whose windows were looked at already.
-    errors: this epoch's per-step errors.
-    levels: the levels to look for.
-    window: steps in the trailing mean; no mean before `window` steps.
-
-  Returns:
-    {level: index into `errors` of the step whose window first falls below
-    it}, for the levels crossed in this epoch.
-  """
-  seq = np.concatenate([np.asarray(recent, np.float64),
-                        np.asarray(errors, np.float64)])
-  if len(seq) < window:
-    return {}
-  sums = np.cumsum(np.concatenate([[0.0], seq]))
-  # means[j] is the window that ends at seq[j + window - 1].
-  ends = np.arange(window - 1, len(seq)) - len(recent)
-  means = (sums[window:] - sums[:-window]) / window
-  found = {}
-  for level in levels:
-    hits = ends[(means < level) & (ends >= 0)]
-    if hits.size:
-      found[level] = int(hits[0])
-  return found
+          'target_epoch': None, 'time_to_target_s': None}
 
 
 class Run:
@@ -562,11 +532,6 @@ class Run:
     self.state, self.best = restored['state'], restored['best']
     target = self.meta['target']
     self.meta.update(restored['meta'])
-    if 'images_per_sec' in self.meta:
-      # Checkpoints from before the split: the run's first epoch compiled.
-      rates = self.meta.pop('images_per_sec')
-      self.meta.update(first_images_per_sec=rates[:1],
-                       steady_images_per_sec=rates[1:])
     if self.meta['target'] != target:
       # An epoch that reached another target says nothing about this one.
       self.meta.update(target=target, target_epoch=None,
@@ -605,7 +570,6 @@ class Run:
         'steady_images_per_sec')
     meta[key].append(record['images_per_sec'])
     self._first_epoch = False
-    self._mark_train_error(epoch, steps['accuracy'], record['epoch_time_s'])
     meta.update(epoch=epoch, wall_time_s=self._earlier_wall_time + elapsed)
     test_accuracy = record.get('test_accuracy')
     if (test_accuracy is not None and not self.reached_target
@@ -713,25 +677,6 @@ class Run:
                        f'space or fix the folder, then rerun the same '
                        f'command') from None
 
-  def _mark_train_error(self, epoch: int, accuracy: np.ndarray,
-                        seconds: float) -> None:
-    """Records the first step at which the training error is below each of
-    `config.train_error_marks`, with the training seconds up to it."""
-    meta, levels = self.meta, self.config.train_error_marks
-    if not levels:
-      return
-    errors = 1.0 - np.asarray(accuracy, np.float64)
-    steps = len(errors)
-    todo = [l for l in levels if f'{l:g}' not in meta['train_error_marks']]
-    for level, i in first_below(meta['recent_errors'], errors, todo,
-                                MARK_WINDOW).items():
-      meta['train_error_marks'][f'{level:g}'] = {
-          'step': (epoch - 1) * steps + i + 1, 'epoch': epoch,
-          'train_time_s': meta['train_time_s'] + (i + 1) / steps * seconds}
-    recent = list(meta['recent_errors']) + errors.tolist()
-    meta.update(recent_errors=recent[-(MARK_WINDOW - 1):],
-                train_time_s=meta['train_time_s'] + seconds)
-
   def finish(self, test: dict[str, float], elapsed: float,
              **facts: Any) -> dict[str, Any]:
     """Writes summary.json: the test result of the best weights, and more.
@@ -765,7 +710,6 @@ class Run:
         'time_to_target_s': meta['time_to_target_s'],
         'train_images_per_sec': sum(steady) / len(steady),
         'wall_time_s': self._earlier_wall_time + elapsed,
-        **self._marks(),
         **facts,
         'config': self.config.to_dict(),
         'versions': records.versions(),
@@ -775,17 +719,6 @@ class Run:
     logging.info('test_accuracy %.4f (epoch %d by validation)%s',
                  test['accuracy'], meta['best_val_epoch'], self._label)
     return summary
-
-  def _marks(self) -> dict[str, Any]:
-    """summary.json's train_error_marks: {level: mark, or None if never},
-    when the config asks for them."""
-    levels = self.config.train_error_marks
-    if not levels:
-      return {}
-    marks = self.meta['train_error_marks']
-    return {'train_error_marks': {f'{l:g}': marks.get(f'{l:g}')
-                                  for l in levels},
-            'mark_window_steps': MARK_WINDOW}
 
   def diverge(self, epoch: int, train_loss: float, elapsed: float,
               **facts: Any) -> dict[str, Any]:
@@ -812,7 +745,6 @@ class Run:
         'reason': f'diverged at epoch {epoch}: {why}',
         'epochs_completed': self.epoch,
         'wall_time_s': self._earlier_wall_time + elapsed,
-        **self._marks(),
         **facts,
         'config': self.config.to_dict(),
         'versions': records.versions(),

@@ -78,10 +78,6 @@ def _check_training(config: ml_collections.ConfigDict) -> None:
            'in [0, 1] (0 = train all epochs)', config.target_test_accuracy)
   _require(config.max_train_loss > 0, 'max_train_loss',
            '> 0 (inf = never call a run diverged)', config.max_train_loss)
-  marks = config.train_error_marks
-  _require(isinstance(marks, (tuple, list))
-           and all(_finite(m) and 0 < m < 1 for m in marks),
-           'train_error_marks', 'a tuple of error levels in (0, 1)', marks)
   _require(config.parallelism in parallel.PARALLELISMS, 'parallelism',
            f'one of {", ".join(parallel.PARALLELISMS)}', config.parallelism)
   _require(config.epoch_loop in EPOCH_LOOPS, 'epoch_loop',

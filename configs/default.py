@@ -38,10 +38,6 @@ def get_config() -> ml_collections.ConfigDict:
   # finite) stops as diverged: summary.json says so, without an accuracy.
   # Cross-entropy starts near ln(10) = 2.3; inf = never stop.
   config.max_train_loss = 100.0
-  # Training-error levels, e.g. (0.25, 0.1): summary.json then records the
-  # step and training seconds at which the mean error of the last 20
-  # training batches first fell below each (the seed's convergence claim).
-  config.train_error_marks = ()
   # Checkpoints kept in workdir/checkpoints.
   config.max_checkpoints_to_keep = 3
   # An epoch's end writes a checkpoint once this many seconds have passed

@@ -7,15 +7,17 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from cnn_jax import run as run_lib
+from cnn_jax import records
 from cnn_jax import sweep
+from experiments.claims import analyses
 from experiments.claims import main as claims
+from experiments.claims import marks
 import _util
 
 
-def _claim(tmp_path, axes, analysis, config, rows, cols):
+def _claim(tmp_path, axes, analysis, config, rows, cols, **more):
   spec = {'axes': axes, 'rows': rows, 'cols': cols,
-          'metric': 'test_accuracy', 'analysis': analysis}
+          'metric': 'test_accuracy', 'analysis': analysis, **more}
   with tfds.testing.mock_data(num_examples=48):
     sweep.run_sweep(config, spec, str(tmp_path / 'runs'))
     table = claims.analyze(config, spec, str(tmp_path))
@@ -24,41 +26,62 @@ def _claim(tmp_path, axes, analysis, config, rows, cols):
 
 
 def test_ratio_ci_brackets_the_ratio_and_is_exact_without_spread():
-  r, low, high = claims.ratio_ci([10, 12, 14], [2, 2, 2])
+  r, low, high = analyses.ratio_ci([10, 12, 14], [2, 2, 2])
   assert r == 6.0 and low <= r <= high and low >= 5.0 and high <= 7.0
-  assert claims.ratio_ci([6, 6], [2, 2]) == (3.0, 3.0, 3.0)
+  assert analyses.ratio_ci([6, 6], [2, 2]) == (3.0, 3.0, 3.0)
 
 
 def test_first_below_finds_the_window_that_crosses():
   errors = np.array([0.9, 0.8, 0.2, 0.1, 0.1, 0.0])
   # Windows of 2: 0.85, 0.5, 0.15, 0.1, 0.05.
-  assert run_lib.first_below([], errors, (0.6, 0.12, 0.01), 2) == {
+  assert marks.first_below([], errors, (0.6, 0.12, 0.01), 2) == {
       0.6: 2, 0.12: 4}
   # The steps before this epoch fill the first window.
-  assert run_lib.first_below([0.0], np.array([0.1]), (0.04,), 2) == {}
-  assert run_lib.first_below([0.0], np.array([0.1]), (0.2,), 2) == {0.2: 0}
-  assert run_lib.first_below([], np.array([0.0]), (0.5,), 2) == {}
+  assert marks.first_below([0.0], np.array([0.1]), (0.04,), 2) == {}
+  assert marks.first_below([0.0], np.array([0.1]), (0.2,), 2) == {0.2: 0}
+  assert marks.first_below([], np.array([0.0]), (0.5,), 2) == {}
 
 
-def test_convergence_reads_the_marks_of_every_point(tmp_path, monkeypatch):
-  monkeypatch.setattr(run_lib, 'MARK_WINDOW', 2)
+def _first_mark(folder, level, window):
+  """The first step whose window of errors is below `level`, and the
+  training seconds up to it, read the plain way: one step at a time."""
+  errors = [1 - a for _, a in _util.tensorboard_scalars(folder,
+                                                        'train/accuracy')]
+  seconds = [r['epoch_time_s'] for r in records.read_json_lines(
+      os.path.join(folder, 'metrics.jsonl'))]
+  steps = len(errors) // len(seconds)
+  for end in range(window, len(errors) + 1):
+    if sum(errors[end - window:end]) / window < level:
+      epoch, i = divmod(end - 1, steps)
+      return end, sum(seconds[:epoch]) + (i + 1) / steps * seconds[epoch]
+  return None, None
+
+
+def test_convergence_reads_the_marks_from_each_points_events(
+    tmp_path, monkeypatch):
+  monkeypatch.setattr(marks, 'MARK_WINDOW', 3)  # Across 4-step epochs.
   config = _util.tiny_config()
-  config.train_error_marks = (0.99, 1e-9)
   config.lr_schedule = 'constant'
+  config.num_epochs = 2
   table, data = _claim(
       tmp_path, {'model.batch_norm': [True], 'model.activation':
                  ['relu', 'tanh'], 'seed': [0, 1]},
-      'convergence', config, 'model.activation', 'model.batch_norm')
-  assert data['budget_steps'] == 4
+      'convergence', config, 'model.activation', 'model.batch_norm',
+      levels=(0.99, 0.8, 1e-9))
+  assert data['budget_steps'] == 8 and data['window_steps'] == 3
   groups = {g['activation']: g for g in data['groups']}
   for act, g in groups.items():
-    for seed, steps in enumerate(g['1e-09']['steps']):
-      assert steps is None  # Never reached: shown as such, not as a number.
-      summary = run_lib.read_summary(str(
-          tmp_path / 'runs' / f'batch_norm=True,activation={act},seed={seed}'))
-      assert g['0.99']['steps'][seed] == (
-          summary['train_error_marks']['0.99']['step'])
-  assert '2 not within 4 steps' in table
+    for seed in (0, 1):
+      folder = (tmp_path / 'runs' /
+                f'batch_norm=True,activation={act},seed={seed}')
+      for level in ('0.99', '0.8'):
+        step, seconds = _first_mark(folder, float(level), 3)
+        assert g[level]['steps'][seed] == step
+        assert g[level]['train_time_s'][seed] == pytest.approx(seconds)
+      # Never reached: shown as such, not as a number.
+      assert g['1e-09']['steps'][seed] is None
+  assert g['0.99']['steps'][0] == 3  # The first full window.
+  assert '2 not within 8 steps' in table
   assert os.path.getsize(tmp_path / 'convergence.png') > 0
 
 
@@ -76,7 +99,7 @@ def test_translation_probe_at_shift_0_is_the_runs_test_accuracy(tmp_path):
                                g['test_accuracy'], atol=1e-6)
   assert 'vs strided' in table
   probe = tmp_path / 'runs' / 'pooling=max,seed=0' / 'invariance.json'
-  assert json.loads(probe.read_text())['shifts'] == list(claims.SHIFTS)
+  assert json.loads(probe.read_text())['shifts'] == list(analyses.SHIFTS)
 
 
 def test_init_scale_counts_diverged_runs_and_reads_first_epoch_loss(
@@ -118,7 +141,7 @@ def test_a_sweep_spec_without_an_analysis_is_refused(tmp_path):
     claims.analyze(_util.tiny_config(), spec, str(tmp_path))
 
 
-def _hand_made_runs(tmp_path, summaries):
+def _hand_made_runs(tmp_path, summaries, analysis='init_scale'):
   """A claim's runs folder of one point per summary, written as a sweep
   writes it; the seed is the axis."""
   runs = tmp_path / 'runs'
@@ -135,7 +158,7 @@ def _hand_made_runs(tmp_path, summaries):
     points.append({'name': folder.name, 'values': {'seed': seed}})
   (runs / 'sweep.json').write_text(json.dumps({'points': points}))
   return {'axes': {'seed': list(range(len(summaries)))}, 'rows': 'seed',
-          'cols': 'seed', 'metric': 'test_accuracy', 'analysis': 'init_scale'}
+          'cols': 'seed', 'metric': 'test_accuracy', 'analysis': analysis}
 
 
 def test_a_non_finite_test_accuracy_is_a_divergence_as_in_the_report(
@@ -173,3 +196,42 @@ def test_a_summary_that_no_run_writes_is_named_with_its_field(
     claims.analyze(_util.tiny_config(), spec, str(tmp_path))
   assert str(e.value) == f'{path}: {words}'
 
+
+
+def _marked(steps):
+  """A summary as experiments/relu_speed's runs have it: marks recorded at
+  0.25 (this step) and 0.1 (never), no events."""
+  return {'status': 'ok', 'test_accuracy': 0.9, 'num_train_examples': 32,
+          'mark_window_steps': 20, 'train_error_marks': {
+              '0.25': {'step': steps, 'epoch': 1, 'train_time_s': 1.5},
+              '0.1': None}}
+
+
+def test_runs_without_events_give_the_marks_their_summary_recorded(
+    tmp_path):
+  spec = _hand_made_runs(tmp_path, [_marked(3), _marked(4)], 'convergence')
+  table = claims.analyze(_util.tiny_config(), dict(spec, levels=(0.25, 0.1)),
+                         str(tmp_path))
+  data = json.loads((tmp_path / 'results.json').read_text())
+  (group,) = data['groups']
+  assert group['0.25'] == {'steps': [3, 4], 'train_time_s': [1.5, 1.5]}
+  assert group['0.1']['steps'] == [None, None]
+  assert data['window_steps'] == 20
+  assert '| on | relu | 4 ± 1 (n=2) |' in table
+  # A level the summaries did not record cannot be read from them.
+  with pytest.raises(marks.MarksError, match=r'seed=0 has no TensorBoard '
+                     r'events .* records no mark at 0\.5;'):
+    claims.analyze(_util.tiny_config(), dict(spec, levels=(0.5,)),
+                   str(tmp_path))
+
+
+@pytest.mark.parametrize('levels', [None, (), (0.25, 1.0), ('0.1',), (True,)])
+def test_a_convergence_spec_without_levels_in_0_1_is_refused(tmp_path,
+                                                             levels):
+  spec = {'axes': {'seed': [0]}, 'rows': 'seed', 'cols': 'seed',
+          'metric': 'test_accuracy', 'analysis': 'convergence',
+          'levels': levels}
+  with pytest.raises(claims.ClaimError,
+                     match=r"spec's levels must be a tuple of training-error "
+                           r'levels in \(0, 1\)'):
+    claims.analyze(_util.tiny_config(), spec, str(tmp_path))

@@ -64,8 +64,6 @@ BAD_VALUES = [
     ('model.kernel_init_scale', 0.0, 'a finite number > 0'),
     ('model.kernel_init_scale', INF, 'a finite number > 0'),
     ('model.kernel_init_layers', 'fc', 'one of all, conv, dense; got fc'),
-    ('train_error_marks', (0.25, 1.0), 'a tuple of error levels in (0, 1)'),
-    ('train_error_marks', (0.0,), 'a tuple of error levels in (0, 1)'),
     ('model.num_classes', 5, '10, the class count of fashion_mnist'),
     ('model.features', (), 'one or more filter counts, each >= 1'),
     ('model.features', (16, 0), 'one or more filter counts, each >= 1'),
