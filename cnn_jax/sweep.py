@@ -14,9 +14,10 @@ or fails is recorded as such and the sweep goes on. Each point's folder is
 named by its values, escaped where they are not safe in a file name, and
 always lies inside the sweep folder (`point_folder`); two points that would
 share a folder or train the same config are refused. No
-training logic lives here: points that differ only in seed are one
-`train.train_seeds` call (vmapped), any other point one such call of one
-seed. The default --vmap_seeds=auto groups seeds on GPUs and TPUs only
+training logic lives here: points that share a program (differ only in
+`train.PER_RUN_FIELDS`: seed, learning rate, weight decay, label smoothing)
+are one `train.train_runs` call (vmapped), any other point one such call of
+one run. The default --vmap_seeds=auto groups them on GPUs and TPUs only
 (docs/performance.md says why).
 """
 
@@ -24,7 +25,6 @@ import copy
 import difflib
 import hashlib
 import itertools
-import json
 import os
 import sys
 import time
@@ -326,9 +326,10 @@ def _changed_points(configs: dict[str, ml_collections.ConfigDict],
   return changed
 
 
-def seed_groups(configs: dict[str, ml_collections.ConfigDict],
-                status: dict[str, str]) -> list[list[str]]:
-  """Points to train together: those not started whose configs differ only in seed.
+def program_groups(configs: dict[str, ml_collections.ConfigDict],
+                   status: dict[str, str]) -> list[list[str]]:
+  """Points to train together: those not started that share a program
+  (`train.program_key`: their configs differ only in `train.PER_RUN_FIELDS`).
 
   Started (partial) points resume alone, from their own checkpoints.
   """
@@ -339,9 +340,7 @@ def seed_groups(configs: dict[str, ml_collections.ConfigDict],
     if status[name] != 'todo' or config.target_test_accuracy:
       key = name
     else:
-      rest = config.to_dict()
-      rest.pop('seed')
-      key = json.dumps(rest, sort_keys=True)
+      key = train.program_key(config)
     if key not in groups:
       groups[key] = []
       order.append(key)
@@ -352,9 +351,8 @@ def seed_groups(configs: dict[str, ml_collections.ConfigDict],
 def _train(configs: dict[str, ml_collections.ConfigDict], group: list[str],
            workdir: str, start_over: bool) -> list[dict[str, Any]]:
   dirs = [os.path.join(workdir, n) for n in group]
-  return train.train_seeds(configs[group[0]],
-                           [configs[n].seed for n in group], dirs,
-                           start_over=start_over)
+  return train.train_runs([configs[n] for n in group], dirs,
+                          start_over=start_over)
 
 
 def _train_group(configs: dict[str, ml_collections.ConfigDict],
@@ -405,11 +403,11 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
               start_over: bool = False) -> dict[str, str]:
   """Runs the points not yet done; returns {point folder: status}.
 
-  With `vmap_seeds`, points that differ only in seed train together in one
-  program (`train.train_seeds`); otherwise one after another. Points whose
-  folders hold a run of another config are refused, or with `start_over`
-  trained again from scratch, as are points whose checkpoint cannot be read
-  (without, they fail alone).
+  With `vmap_seeds`, points that share a program train together in it
+  (`program_groups`, `train.train_runs`); otherwise one after another.
+  Points whose folders hold a run of another config are refused, or with
+  `start_over` trained again from scratch, as are points whose checkpoint
+  cannot be read (without, they fail alone).
   """
   check_sweep(sweep)
   workdir = records.check_folder(workdir, 'sweep workdir')
@@ -456,7 +454,7 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
     records.claim_folder(workdir)
     records.write_json(os.path.join(workdir, records.SWEEP_FILE),
                        dict(sweep, axes=labelled, points=listing))
-  groups = (seed_groups({n: configs[n] for n in pending}, status)
+  groups = (program_groups({n: configs[n] for n in pending}, status)
             if vmap_seeds else [[n] for n in pending])
   ran_seconds, ran = 0.0, 0
   # On a terminal, a bar of points done, left and ETA too.
@@ -521,8 +519,9 @@ if __name__ == '__main__':
   cli.define_flags()
   flags.DEFINE_bool('dry_run', False, 'List the points and run nothing.')
   flags.DEFINE_enum('vmap_seeds', 'auto', ['auto', 'true', 'false'],
-                    'Train points that differ only in seed together, in one '
-                    'vmapped program. auto: on GPUs and TPUs only '
+                    'Train points that share a program (differ only in seed, '
+                    'learning rate, weight decay, label smoothing) together, '
+                    'in one vmapped program. auto: on GPUs and TPUs only '
                     '(docs/performance.md).')
   cli.run(main, 'run the same command again to resume: finished points are '
           'kept, and the interrupted one resumes from its last checkpoint')

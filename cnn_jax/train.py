@@ -1,14 +1,22 @@
 """Training and evaluation: pure per-device steps and the loop that runs them.
 
-`train_seeds` reads straight down: check the configs, input pipeline, model
+`train_runs` reads straight down: check the configs, input pipeline, model
 and optimizer, open the runs (resuming each from its folder), compile the
 steps, train loop, test. Where the steps run is `parallel`'s concern, what
 each run keeps and writes is `run`'s.
+
+Runs whose configs differ only in PER_RUN_FIELDS share one compiled program:
+each run's values of those fields are leaves of its state (the learning
+rate's peak and the weight decay through `optax.inject_hyperparams`, the
+label smoothing a TrainState field), so the program is vmapped over a
+leading run axis of the state and the keys, and nothing of a run's values
+is baked into it. A run alone is the same program over a run axis of one.
 """
 
 import copy
 import dataclasses
 import functools
+import json
 import math
 import time
 from typing import Any, Callable, Sequence
@@ -34,33 +42,73 @@ AXIS = parallel.AXIS
 REPLICATED, SHARDED = parallel.REPLICATED, parallel.SHARDED
 
 
+# The config fields whose values may differ between the runs of one program.
+PER_RUN_FIELDS = ('seed', 'learning_rate', 'weight_decay', 'label_smoothing')
+
+
 class TrainState(train_state.TrainState):
   batch_stats: Any
+  # A state leaf, not a constant of the step, so that one program trains
+  # runs of several values (`with_run_values`).
+  label_smoothing: Any = 0.0
 
 
 def num_params(params: Any) -> int:
   return sum(x.size for x in jax.tree.leaves(params))
 
 
+def lr_shape(config: ml_collections.ConfigDict,
+             steps_per_epoch: int) -> optax.Schedule:
+  """The learning rate's schedule with a peak of 1, which `config.lr_schedule`
+  names: shared by the runs of one program, each scaling it by its own
+  `config.learning_rate`. A cosine spans all `num_epochs`."""
+  if config.lr_schedule == 'cosine':
+    return optax.cosine_decay_schedule(1.0, config.num_epochs * steps_per_epoch)
+  return optax.constant_schedule(1.0)
+
+
 def learning_rate_fn(config: ml_collections.ConfigDict,
                      steps_per_epoch: int) -> optax.Schedule:
-  """The per-step learning rate that `config.lr_schedule` names."""
-  if config.lr_schedule == 'cosine':
-    return optax.cosine_decay_schedule(config.learning_rate,
-                                       config.num_epochs * steps_per_epoch)
-  return optax.constant_schedule(config.learning_rate)
+  """The per-step learning rate: `config.learning_rate` times `lr_shape`."""
+  shape = lr_shape(config, steps_per_epoch)
+  return lambda step: config.learning_rate * shape(step)
 
 
 def create_optimizer(config: ml_collections.ConfigDict,
                      steps_per_epoch: int) -> optax.GradientTransformation:
   """Adam, with decoupled weight decay on the kernels when it is > 0.
 
-  With `config.weight_decay = 0` this is exactly the seed's `optax.adam`.
+  The peak learning rate and the weight decay are injected hyperparameters,
+  leaves of the optimizer's state (initialized to `config`'s values; another
+  run's set by `with_run_values`); the schedule's shape scales the update
+  after them. With `config.weight_decay = 0` this is the seed's `optax.adam`.
   """
-  learning_rate = learning_rate_fn(config, steps_per_epoch)
   kernels_only = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
-  return optax.adamw(learning_rate, weight_decay=config.weight_decay,
-                     mask=kernels_only)
+  adamw = optax.inject_hyperparams(
+      _adamw, static_args=('mask',), hyperparam_dtype=jnp.float32)
+  return optax.chain(
+      adamw(learning_rate=config.learning_rate,
+            weight_decay=config.weight_decay, mask=kernels_only),
+      optax.scale_by_schedule(lr_shape(config, steps_per_epoch)))
+
+
+def _adamw(learning_rate: jax.Array, weight_decay: jax.Array,
+           mask: Callable[[Any], Any]) -> optax.GradientTransformation:
+  """`optax.adamw` with these two hyperparameters alone injected: Adam's
+  betas stay Python constants, as `optax.adam` has them (in float32 state,
+  1 - b2 would round)."""
+  return optax.adamw(learning_rate, weight_decay=weight_decay, mask=mask)
+
+
+def with_run_values(state: TrainState,
+                    config: ml_collections.ConfigDict) -> TrainState:
+  """`state` holding `config`'s learning rate, weight decay and label
+  smoothing, whichever config its optimizer was created from."""
+  opt_state = optax.tree_utils.tree_set(
+      state.opt_state, learning_rate=np.float32(config.learning_rate),
+      weight_decay=np.float32(config.weight_decay))
+  return state.replace(opt_state=opt_state,
+                       label_smoothing=np.float32(config.label_smoothing))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -80,21 +128,23 @@ def create_train_state(rng: jax.Array, model: models.CNN,
   variables, opt_state = _init_variables(model, tx, rng)
   return TrainState(step=0, apply_fn=model.apply, params=variables['params'],
                     tx=tx, opt_state=opt_state,
-                    batch_stats=variables.get('batch_stats', {}))
+                    batch_stats=variables.get('batch_stats', {}),
+                    label_smoothing=np.float32(0))
 
 
 def cross_entropy_loss(logits: jnp.ndarray, labels: jnp.ndarray,
-                       label_smoothing: float = 0.0) -> jnp.ndarray:
+                       label_smoothing: float | jnp.ndarray = 0.0
+                       ) -> jnp.ndarray:
   """Per-example softmax cross-entropy against (optionally smoothed) labels."""
   targets = optax.smooth_labels(
       jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
   return optax.softmax_cross_entropy(logits, targets)
 
 
-def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
-               label_smoothing: float = 0.0
+def train_step(state: TrainState, batch: dict[str, jnp.ndarray]
                ) -> tuple[TrainState, dict[str, jnp.ndarray]]:
-  """One Adam step on a device's share of the global batch.
+  """One Adam step on a device's share of the global batch, against labels
+  smoothed by `state.label_smoothing`.
 
   Runs on each device under a map with axis AXIS (`parallel`): gradients
   and BatchNorm statistics are averaged over it, so any device count gives
@@ -105,7 +155,8 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *,
     logits, updates = state.apply_fn(
         {'params': params, 'batch_stats': state.batch_stats},
         batch['image'], train=True, mutable=['batch_stats'])
-    loss = cross_entropy_loss(logits, batch['label'], label_smoothing).mean()
+    loss = cross_entropy_loss(logits, batch['label'],
+                              state.label_smoothing).mean()
     return loss, (logits, updates)
 
   (loss, (logits, updates)), grads = jax.value_and_grad(
@@ -147,8 +198,7 @@ def epoch_plan(seed_key: jax.Array, epoch: jnp.ndarray, *, num_examples: int,
 
 def train_batch(state: TrainState, data: dict[str, jnp.ndarray],
                 key: jax.Array, indices: jnp.ndarray, step: jnp.ndarray, *,
-                augment: Callable[[jax.Array, jnp.ndarray], jnp.ndarray],
-                label_smoothing: float = 0.0
+                augment: Callable[[jax.Array, jnp.ndarray], jnp.ndarray]
                 ) -> tuple[TrainState, dict[str, jnp.ndarray]]:
   """Gathers and augments batch `step` of the epoch on the device, then trains.
 
@@ -159,14 +209,13 @@ def train_batch(state: TrainState, data: dict[str, jnp.ndarray],
     indices: this device's indices for the epoch (`epoch_plan`).
     step: which of the epoch's batches to take.
     augment: (key, one float image) -> image.
-    label_smoothing: passed to train_step.
   """
   idx = indices[step]
   # One key per example index: augmentation does not depend on the device count.
   keys = jax.vmap(jax.random.fold_in, (None, 0))(key, idx)
   images = jax.vmap(augment)(keys, input_pipeline.normalize(data['image'][idx]))
   batch = {'image': images, 'label': data['label'][idx]}
-  return train_step(state, batch, label_smoothing=label_smoothing)
+  return train_step(state, batch)
 
 
 def evaluate_split(state: TrainState, split: dict[str, jnp.ndarray],
@@ -190,7 +239,7 @@ def evaluate_split(state: TrainState, split: dict[str, jnp.ndarray],
   return lax.psum(totals, axis_name=AXIS)
 
 
-# Each step below is vmapped over a leading seed axis of the state (and of
+# Each step below is vmapped over a leading run axis of the state (and of
 # the keys), then mapped over the devices; data and step numbers are shared.
 
 def _train_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -198,7 +247,7 @@ def _train_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
   augment = functools.partial(input_pipeline.augment,
                               flip=config.data.random_flip,
                               shift=config.data.random_shift)
-  return {'augment': augment, 'label_smoothing': config.label_smoothing}
+  return {'augment': augment}
 
 
 def compile_train_batch(config: ml_collections.ConfigDict,
@@ -225,7 +274,7 @@ def train_epoch(state: TrainState, data: dict[str, jnp.ndarray],
 
 def compile_train_epoch(config: ml_collections.ConfigDict,
                         par: parallel.Parallelism) -> Callable:
-  """(state, data, key, indices) -> (state, metrics [seeds, steps])."""
+  """(state, data, key, indices) -> (state, metrics [runs, steps])."""
   epoch = functools.partial(train_epoch, **_train_options(config))
   return par.map(jax.vmap(epoch, in_axes=(0, None, 0, 0)),
                  (REPLICATED, REPLICATED, REPLICATED, SHARDED),
@@ -247,7 +296,7 @@ def scans_epoch(config: ml_collections.ConfigDict) -> bool:
 def epoch_runner(config: ml_collections.ConfigDict, par: parallel.Parallelism,
                  steps: int) -> Callable:
   """(state, data, key, indices[, on_step]) -> (state, host metrics
-  [steps, seeds]).
+  [steps, runs]).
 
   The epoch runs as one compiled program or as a Python loop of compiled
   steps (`scans_epoch`); either way the step metrics reach the host once,
@@ -289,19 +338,19 @@ def compile_epoch_plan(par: parallel.Parallelism, num_examples: int,
 
 
 def compile_evaluate(par: parallel.Parallelism) -> Callable:
-  """(state, split, num_steps) -> each seed's {'loss', 'correct', 'count'}
+  """(state, split, num_steps) -> each run's {'loss', 'correct', 'count'}
   totals."""
   return par.map(jax.vmap(evaluate_split, in_axes=(0, None, None)),
                  (REPLICATED, SHARDED, REPLICATED), REPLICATED)
 
 
 def stack(trees: Sequence[Any]) -> Any:
-  """Per-seed pytrees -> one pytree with a leading seed axis."""
+  """Per-run pytrees -> one pytree with a leading run axis."""
   return jax.tree.map(lambda *xs: np.stack(xs), *trees)
 
 
 def unstack(tree: Any, k: int) -> Any:
-  """Seed k of a pytree with a leading seed axis."""
+  """Run k of a pytree with a leading run axis."""
   return jax.tree.map(lambda x: x[k], tree)
 
 
@@ -321,24 +370,51 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     The summary also written to workdir/summary.json; its "status" is "ok",
     or "diverged" for a run whose loss blew up (then without accuracies).
   """
-  return train_seeds(config, [config.seed], [workdir],
-                     start_over=start_over)[0]
+  return train_runs([config], [workdir], start_over=start_over)[0]
 
 
-def _seed_configs(config: ml_collections.ConfigDict, seeds: Sequence[int],
-                  workdirs: Sequence[str]) -> list[ml_collections.ConfigDict]:
-  """One checked copy of `config` per seed."""
-  if len(seeds) != len(workdirs) or not seeds:
-    raise ValueError('train_seeds needs one workdir per seed')
-  if config.target_test_accuracy and len(seeds) > 1:
+def program_key(config: ml_collections.ConfigDict) -> str:
+  """What decides a run's compiled program: its config but PER_RUN_FIELDS.
+
+  Runs with equal keys may train together (`train_runs`).
+  """
+  rest = config.to_dict()
+  for field in PER_RUN_FIELDS:
+    rest.pop(field)
+  return json.dumps(rest, sort_keys=True, default=repr)
+
+
+def _check_runs(configs: Sequence[ml_collections.ConfigDict],
+                workdirs: Sequence[str]) -> None:
+  """Raises ValueError unless the configs can train in one program."""
+  if len(configs) != len(workdirs) or not configs:
+    raise ValueError('train_runs needs one workdir per config')
+  if configs[0].target_test_accuracy and len(configs) > 1:
     # Each run would stop at its own epoch; one program cannot.
-    raise ValueError('train_seeds trains one seed at a time when '
+    raise ValueError('train_runs trains one run at a time when '
                      'config.target_test_accuracy is set')
-  configs = [copy.deepcopy(config) for _ in seeds]
-  for run_config, seed in zip(configs, seeds):
-    run_config.seed = seed
-    validation.check_config(run_config)
-  return configs
+  first = _flat(configs[0].to_dict())
+  for config in configs:
+    validation.check_config(config)
+    if program_key(config) != program_key(configs[0]):
+      other = _flat(config.to_dict())
+      fields = sorted(f for f in set(first) | set(other)
+                      if f not in PER_RUN_FIELDS
+                      and first.get(f) != other.get(f))
+      raise ValueError(
+          f'runs in one program may differ only in {", ".join(PER_RUN_FIELDS)}'
+          f'; these differ in {", ".join(fields)}')
+
+
+def _flat(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+  """{dotted field: value} of a nested dict."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f'{prefix}{key}.'))
+    else:
+      out[prefix + key] = value
+  return out
 
 
 @jax.jit
@@ -351,22 +427,32 @@ def _keys(seed: int) -> tuple[jax.Array, jax.Array]:
   return init_key, data_key
 
 
+def _run_label(config: ml_collections.ConfigDict,
+               configs: Sequence[ml_collections.ConfigDict]) -> str:
+  """A run's PER_RUN_FIELDS values that differ within its group, e.g.
+  '  seed 0 learning_rate 0.01'; '' for a run alone."""
+  return ''.join(f'  {f} {config[f]}' for f in PER_RUN_FIELDS
+                 if len({c[f] for c in configs}) > 1)
+
+
 def _open_runs(configs: Sequence[ml_collections.ConfigDict],
                workdirs: Sequence[str], model: models.CNN,
                steps_per_epoch: int) -> list[run_lib.Run]:
-  """Each seed's Run, resumed from its folder; they must stand at one epoch."""
+  """Each run's Run, resumed from its folder; they must stand at one epoch."""
+  # One optimizer for the program; each run's values are in its state.
   tx = create_optimizer(configs[0], steps_per_epoch)
   # The runs log each step's rate: one compiled schedule, not its ops one by
   # one, each compiled on its own.
-  learning_rate = jax.jit(learning_rate_fn(configs[0], steps_per_epoch))
+  shape = jax.jit(lr_shape(configs[0], steps_per_epoch))
   runs = []
   for config, workdir in zip(configs, workdirs):
-    state = create_train_state(_keys(config.seed)[0], model, tx)
-    label = f'  seed {config.seed}' if len(configs) > 1 else ''
+    state = with_run_values(
+        create_train_state(_keys(config.seed)[0], model, tx), config)
     runs.append(run_lib.Run(
-        workdir, config, jax.device_get(state), label=label,
-        steps_per_epoch=steps_per_epoch,
-        learning_rate=learning_rate))
+        workdir, config, jax.device_get(state),
+        label=_run_label(config, configs), steps_per_epoch=steps_per_epoch,
+        learning_rate=functools.partial(_scaled, shape,
+                                        config.learning_rate)))
   if len({r.epoch for r in runs}) > 1:
     raise ValueError(f'runs to train together stand at different epochs: '
                      f'{[r.epoch for r in runs]}')
@@ -377,7 +463,7 @@ def _evaluate(p_evaluate: Callable, par: parallel.Parallelism,
               state: TrainState,
               split: tuple[dict[str, jax.Array], jax.Array]
               ) -> list[dict[str, float]]:
-  """Each seed's accuracy and loss on a split (its data and steps),
+  """Each run's accuracy and loss on a split (its data and steps),
   evaluated where the state is."""
   totals = par.get(p_evaluate(state, *split))
   return [{'accuracy': float(c / n), 'loss': float(l / n)} for c, l, n in
@@ -410,9 +496,13 @@ def _eval_splits(splits: dict[str, input_pipeline.Split], batch_size: int,
           for name, n in batches.items()}
 
 
+def _scaled(shape: optax.Schedule, peak: float, step: Any) -> jax.Array:
+  return peak * shape(step)
+
+
 @dataclasses.dataclass
 class _Program:
-  """A `train_seeds` call's compiled steps and the data they run on, placed
+  """A `train_runs` call's compiled steps and the data they run on, placed
   on the devices once."""
   par: parallel.Parallelism
   steps_per_epoch: int
@@ -426,7 +516,7 @@ class _Program:
 
 def _compile(config: ml_collections.ConfigDict, seeds: Sequence[int],
              splits: dict[str, input_pipeline.Split]) -> _Program:
-  """Places the data and compiles the steps for `config` and `seeds`."""
+  """Places the data and compiles the steps for the runs of `seeds`."""
   par = parallel.create(config.parallelism)
   num_train = splits['train']['label'].shape[0]
   steps_per_epoch = num_train // config.batch_size
@@ -451,27 +541,40 @@ def _compile(config: ml_collections.ConfigDict, seeds: Sequence[int],
 def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
                 workdirs: Sequence[str], *,
                 start_over: bool = False) -> list[dict[str, Any]]:
-  """Trains one run per seed, all in one compiled program.
+  """`train_runs` of `config` with each seed of `seeds` (`config.seed` is
+  ignored)."""
+  configs = [copy.deepcopy(config) for _ in seeds]
+  for run_config, seed in zip(configs, seeds):
+    run_config.seed = seed
+  return train_runs(configs, workdirs, start_over=start_over)
 
-  Each seed draws its own initialization, shuffling and augmentation, exactly
-  as `train_and_evaluate` with `config.seed = seed` would (vmap over a
-  leading seed axis). The runs must stand at the same epoch; with
-  `config.target_test_accuracy` set, only one seed is taken, as each run
+
+def train_runs(configs: Sequence[ml_collections.ConfigDict],
+               workdirs: Sequence[str], *,
+               start_over: bool = False) -> list[dict[str, Any]]:
+  """Trains one run per config, all in one compiled program.
+
+  The configs may differ in PER_RUN_FIELDS only (else ValueError). Each run
+  draws its own initialization, shuffling and augmentation from its seed and
+  trains with its own learning rate, weight decay and label smoothing,
+  exactly as `train_and_evaluate` with its config would (vmap over a leading
+  run axis). The runs must stand at the same epoch; with
+  `config.target_test_accuracy` set, only one run is taken, as each run
   would stop at its own epoch.
 
   Args:
-    config: hyperparameters shared by the runs; `config.seed` is ignored.
-    seeds: one seed per run.
+    configs: one config per run.
     workdirs: one folder per run.
     start_over: discard what the folders hold and train from scratch.
 
   Returns:
     The runs' summaries (run.Run.finish or run.Run.diverge), in the order of
-    `seeds`.
+    `configs`.
   """
   start_time = time.time()
   elapsed = lambda: time.time() - start_time
-  configs = _seed_configs(config, seeds, workdirs)
+  _check_runs(configs, workdirs)
+  config = configs[0]
   # Folders and configs are checked before the data load, which is slow.
   workdirs = [records.check_folder(w) for w in workdirs]
   if not start_over:
@@ -489,7 +592,7 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
       if start_over:
         run_lib.clear(workdir)
   parallel.sync('run folders ready')
-  program = _compile(config, seeds, splits)
+  program = _compile(config, [c.seed for c in configs], splits)
 
   # --- Model, optimizer and runs --------------------------------------------
   model = models.create_model(config.model)
@@ -498,9 +601,9 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
     logging.info('model:\n%s', monitor.model_table(model, config.model))
   layers = models.layer_set_name(config.model.layers)
   epoch_loop = 'scan' if scans_epoch(config) else 'python'
-  logging.info('parameters: %d; seeds in one program: %d; %d devices (%s); '
+  logging.info('parameters: %d; runs in one program: %d; %d devices (%s); '
                '%s layers; epoch loop: %s', num_params(runs[0].state.params),
-               len(seeds), program.par.num_devices, config.parallelism,
+               len(runs), program.par.num_devices, config.parallelism,
                layers, epoch_loop)
   facts = {'num_params': num_params(runs[0].state.params),
            'num_devices': program.par.num_devices,
@@ -521,7 +624,7 @@ def _train_loop(config: ml_collections.ConfigDict, runs: list[run_lib.Run],
   state = par.replicate(stack([r.state for r in runs]))
   summaries = [None] * len(runs)
   checkpoints = run_lib.CheckpointClock(config.checkpoint_interval_s)
-  # Seeds still training; a diverged seed's lane keeps computing in the
+  # Runs still training; a diverged run's lane keeps computing in the
   # vmapped program, but nothing of it is saved.
   live = list(range(len(runs)))
   for epoch in range(runs[0].epoch + 1, config.num_epochs + 1):
@@ -530,7 +633,7 @@ def _train_loop(config: ml_collections.ConfigDict, runs: list[run_lib.Run],
     t0 = time.time()
     key, indices = program.epoch_plan(program.seed_keys,
                                       par.replicate(np.int32(epoch)))
-    # Step metrics reach the host once per epoch, [steps, seeds] per metric
+    # Step metrics reach the host once per epoch, [steps, runs] per metric
     # (on a terminal, the loop's bar waits for each step to count it).
     with monitor.epoch_progress(
         epoch, config.num_epochs, steps_per_epoch,
@@ -545,7 +648,7 @@ def _train_loop(config: ml_collections.ConfigDict, runs: list[run_lib.Run],
             else None)
     train_loss = step_metrics['loss'].mean(0)
     host_state = par.get(state)  # What the checkpoints need, and only that.
-    # Every image of every seed's epoch, per second.
+    # Every image of every run's epoch, per second.
     images_per_sec = len(runs) * steps_per_epoch * config.batch_size / seconds
     checkpoint = checkpoints.due()
     for k in list(live):

@@ -281,26 +281,31 @@ def test_bad_override_fails_before_any_point_runs(tmp_path):
   assert not workdir.exists()
 
 
-def test_points_differing_only_in_seed_train_together():
+def test_points_that_share_a_program_train_together():
+  """Seed, learning rate, weight decay and label smoothing are per-run
+  values of one program; the activation is not."""
   base = _util.tiny_config()
+  axes = dict(SWEEP['axes'], learning_rate=[1e-3, 3e-3],
+              weight_decay=[0.0, 0.1], label_smoothing=[0.0, 0.1])
   configs = {sweep.point_name(p): sweep.point_config(base, p)
-             for p in sweep.points(SWEEP['axes'])}
+             for p in sweep.points(axes)}
   status = {n: 'todo' for n in configs}
-  assert sweep.seed_groups(configs, status) == [
-      ['activation=relu,pooling=max,seed=0', 'activation=relu,pooling=max,seed=1'],
-      ['activation=tanh,pooling=max,seed=0', 'activation=tanh,pooling=max,seed=1']]
+  groups = sweep.program_groups(configs, status)
+  assert [len(g) for g in groups] == [16, 16]
+  assert [{configs[n].model.activation for n in g} for g in groups] == [
+      {'relu'}, {'tanh'}]
   # With a target accuracy every run stops at its own epoch: none grouped.
   targeted = {n: sweep.point_config(base, p) for n, p in zip(
-      configs, sweep.points(SWEEP['axes']))}
+      configs, sweep.points(axes))}
   for config in targeted.values():
     config.unlock()
     config.target_test_accuracy = 0.5
-  assert all(len(g) == 1 for g in sweep.seed_groups(targeted, status))
+  assert all(len(g) == 1 for g in sweep.program_groups(targeted, status))
   # A started point resumes alone.
-  status['activation=tanh,pooling=max,seed=1'] = 'partial'
-  assert sweep.seed_groups(configs, status)[1:] == [
-      ['activation=tanh,pooling=max,seed=0'],
-      ['activation=tanh,pooling=max,seed=1']]
+  started = groups[1][3]
+  status[started] = 'partial'
+  assert sweep.program_groups(configs, status)[1:] == [
+      [n for n in groups[1] if n != started], [started]]
 
 
 def test_a_point_is_partial_once_it_has_a_checkpoint(tmp_path):

@@ -376,10 +376,82 @@ def test_seeds_in_one_program_match_runs_one_by_one(tmp_path):
   assert abs(together[0]['test_loss'] - together[1]['test_loss']) > 1e-2
 
 
+def test_runs_of_other_hyperparameters_in_one_program_match_runs_alone(
+    tmp_path):
+  """Seed x learning rate x weight decay, and label smoothing, in one program:
+  each run's numbers are those of its own run, to the whole-run tolerance of
+  test_seeds_in_one_program_match_runs_one_by_one (which says why)."""
+  configs = []
+  for seed in (0, 3):
+    for learning_rate in (1e-3, 3e-3):
+      for weight_decay in (0.0, 0.1):
+        config = _util.tiny_config()
+        config.seed, config.learning_rate = seed, learning_rate
+        config.weight_decay = weight_decay
+        config.label_smoothing = (0.0, 0.1, 0.2)[len(configs) % 3]
+        configs.append(config)
+  dirs = lambda name: [str(tmp_path / f'{name}{k}')
+                       for k in range(len(configs))]
+  with _mock_data():
+    together = train.train_runs(configs, dirs('v'))
+    apart = [train.train_and_evaluate(c, d)
+             for c, d in zip(configs, dirs('s'))]
+  for config, a, b, va, sa in zip(configs, together, apart, dirs('v'),
+                                  dirs('s')):
+    assert a['config'] == b['config'] == config.to_dict()
+    assert a['seeds_in_program'] == 8 and b['seeds_in_program'] == 1
+    np.testing.assert_allclose(a['test_loss'], b['test_loss'], rtol=1e-3)
+    for ra, rb in zip(_epoch_records(va), _epoch_records(sa)):
+      for key in ('train_loss', 'val_loss'):
+        np.testing.assert_allclose(ra[key], rb[key], rtol=1e-3)
+  # Eight different runs: a run given another's values would not match its
+  # own run alone.
+  losses = sorted(s['test_loss'] for s in together)
+  assert min(np.diff(losses)) > 1e-3, losses
+  # The learning rate each run logs is its own.
+  for k in (0, 2):
+    rates = _util.tensorboard_scalars(dirs('v')[k], 'train/learning_rate')
+    np.testing.assert_allclose(rates[0][1], configs[k].learning_rate,
+                               rtol=1e-6)
+
+
+def test_a_run_of_a_group_resumes_alone(tmp_path):
+  """Its checkpoint holds its own learning rate, weight decay and label
+  smoothing; resumed alone, it goes on as it would have in the group."""
+  configs = [_util.tiny_config(), _util.tiny_config()]
+  for config, seed, lr, wd, ls in zip(configs, (0, 1), (3e-3, 1e-3),
+                                      (0.1, 0.0), (0.2, 0.0)):
+    config.seed, config.learning_rate = seed, lr
+    config.weight_decay, config.label_smoothing = wd, ls
+    config.num_epochs = 2
+    config.checkpoint_interval_s = 0  # Every epoch's, to resume from epoch 1.
+  group = [str(tmp_path / 'group0'), str(tmp_path / 'group1')]
+  resumed = str(tmp_path / 'resumed')
+  with _mock_data():
+    together = train.train_runs(configs, group)
+    shutil.copytree(group[0], resumed)
+    os.remove(os.path.join(resumed, 'summary.json'))
+    shutil.rmtree(os.path.join(resumed, 'checkpoints', '2'))
+    alone = train.train_and_evaluate(configs[0], resumed)
+  a, b = _epoch_records(group[0]), _epoch_records(resumed)
+  assert a[0] == b[0]  # Trained in the group, restored alone.
+  for key in ('train_loss', 'val_loss'):  # As the whole-run comparisons.
+    np.testing.assert_allclose(a[1][key], b[1][key], rtol=1e-3)
+  np.testing.assert_allclose(alone['test_loss'], together[0]['test_loss'],
+                             rtol=1e-3)
+
+
+def test_runs_that_differ_beyond_per_run_values_are_refused(tmp_path):
+  a, b = _util.tiny_config(), _util.tiny_config()
+  b.batch_size = 16
+  with pytest.raises(ValueError, match='batch_size'):
+    train.train_runs([a, b], [str(tmp_path / 'a'), str(tmp_path / 'b')])
+
+
 def test_seeds_with_a_target_accuracy_are_refused(tmp_path):
   config = _util.tiny_config()
   config.target_test_accuracy = 0.5
-  with pytest.raises(ValueError, match='one seed at a time'):
+  with pytest.raises(ValueError, match='one run at a time'):
     train.train_seeds(config, [0, 1], [str(tmp_path / 'a'),
                                        str(tmp_path / 'b')])
 
@@ -450,7 +522,28 @@ def test_num_epochs_may_grow_under_a_constant_schedule(tmp_path):
   assert grown['test_loss'] == straight['test_loss']
 
 
-def test_runs_from_before_a_field_was_added_or_removed_resume(tmp_path):
+def test_train_error_marks_survive_a_resume(tmp_path, monkeypatch):
+  # A window of 3 steps, so that 4-step epochs cross levels mid-run.
+  monkeypatch.setattr(run_lib, 'MARK_WINDOW', 3)
+  config = _util.tiny_config()
+  config.lr_schedule = 'constant'
+  config.num_epochs = 3
+  config.train_error_marks = (0.99, 0.9, 0.5, 1e-9)
+  straight = _run(config, str(tmp_path / 'straight'))
+  config.num_epochs = 1
+  _run(config, str(tmp_path / 'resumed'))
+  config.num_epochs = 3
+  resumed = _run(config, str(tmp_path / 'resumed'))
+  marks = straight['train_error_marks']
+  assert list(marks) == ['0.99', '0.9', '0.5', '1e-09']
+  assert marks['1e-09'] is None  # Random labels: never all right.
+  assert marks['0.99']['step'] == 3  # The first full window.
+  steps = lambda m: {k: v and (v['step'], v['epoch']) for k, v in m.items()}
+  assert steps(resumed['train_error_marks']) == steps(marks)
+  assert straight['mark_window_steps'] == 3
+
+
+def test_runs_from_before_a_field_existed_resume(tmp_path):
   config = _util.tiny_config()
   _run(config, str(tmp_path))
   path = tmp_path / 'config.json'
@@ -461,12 +554,9 @@ def test_runs_from_before_a_field_was_added_or_removed_resume(tmp_path):
     for p in parents:
       node = node[p]
     del node[leaf]
-  # As experiments/relu_speed's runs have it.
-  started['train_error_marks'] = [0.25, 0.1]
   path.write_text(json.dumps(started))
   run_lib.check_resumable(str(tmp_path), config)  # Defaults: no change.
-  # Its weights load into today's model, which reads the new fields; the
-  # removed one is gone.
+  # Its weights load into today's model, which reads the new fields.
   restored, variables, _ = run_lib.restore_variables(str(tmp_path))
   assert restored.to_dict() == json.loads(json.dumps(config.to_dict()))
   model = models.create_model(restored.model, bn_axis_name=None)
