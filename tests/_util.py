@@ -134,6 +134,27 @@ def tensorboard_scalars(workdir, tag):
 
 
 @contextlib.contextmanager
+def lowered_programs():
+  """The names of the programs JAX lowers inside the block (e.g.
+  'jit(_init_variables)'), whether XLA then compiles them or the persistent
+  compilation cache, on in the tests, has them: a program lowered twice was
+  compiled twice, or loaded twice."""
+  import jax  # pylint: disable=g-import-not-at-top
+  names = []
+
+  def listen(event, duration_secs, *, fun_name='', **kwargs):
+    del duration_secs, kwargs
+    if event == '/jax/core/compile/jaxpr_to_mlir_module_duration':
+      names.append(fun_name)
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    yield names
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
+
+
+@contextlib.contextmanager
 def writes_limited_to(size):
   """The kernel refuses this process's writes past `size` bytes of a file
   (EFBIG), as a full disk refuses any (ENOSPC): a real failure, in orbax's
