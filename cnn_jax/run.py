@@ -95,28 +95,57 @@ def _as_configs_are(config: dict[str, Any]) -> dict[str, Any]:
   return config
 
 
+class NotARunFolder(errors.UserError):
+  """A folder that holds something other than a run: a sweep, foreign files."""
+
+
+def _check_holds_no_other(workdir: str) -> None:
+  """Raises NotARunFolder if `workdir` is a sweep folder or holds files a
+  run did not write where a run keeps its own: a run must neither mix with
+  them nor, starting over, delete them."""
+  if os.path.exists(os.path.join(workdir, records.SWEEP_FILE)):
+    raise NotARunFolder(f'--workdir: {workdir} is a sweep folder (it holds '
+                        f'{records.SWEEP_FILE}); give a run a folder of its '
+                        f'own')
+  checkpoints = os.path.join(workdir, CHECKPOINTS)
+  if os.path.lexists(checkpoints):
+    foreign = (['(a file)'] if not os.path.isdir(checkpoints) else
+               [n for n in os.listdir(checkpoints) if not n.isdigit()
+                and 'orbax-checkpoint-tmp' not in n])
+    if foreign:
+      raise NotARunFolder(f'--workdir: {checkpoints} holds what no run '
+                          f'wrote ({", ".join(sorted(foreign)[:3])}); '
+                          f'choose another --workdir')
+
+
 def started_config(workdir: str) -> dict[str, Any] | None:
   """The config a run folder was last run with; None for a new folder.
 
   Runs from before config.json existed kept theirs in summary.json only;
   runs from before a field existed get its ADDED_FIELDS value, so that
   they resume and their weights load into today's model; fields configs no
-  longer have are dropped.
+  longer have are dropped. A folder that holds a sweep or another
+  program's files is refused (NotARunFolder).
   """
+  _check_holds_no_other(workdir)
   for name in (records.CONFIG_FILE, records.SUMMARY_FILE):
     path = os.path.join(workdir, name)
-    if os.path.exists(path):
-      with open(path) as f:
-        try:
+    if os.path.lexists(path):
+      try:
+        with open(path) as f:
           config = json.load(f)
-          if name == records.SUMMARY_FILE:
-            config = config['config']
-          if not isinstance(config, dict):
-            raise ValueError(config)
-        except (ValueError, KeyError, TypeError):
-          raise validation.ConfigError(
-              f'{path} is unreadable; pass --start_over to train this run '
-              f'again') from None
+        if name == records.SUMMARY_FILE:
+          config = config['config']
+        if not isinstance(config, dict):
+          raise ValueError(config)
+      except (OSError, ValueError, KeyError, TypeError):
+        raise validation.ConfigError(
+            f'{path} is unreadable; pass --start_over to train this run '
+            f'again') from None
+      if not all(isinstance(config.get(k), dict) for k in ('model', 'data')):
+        raise NotARunFolder(f'--workdir: {path} is no config a run wrote '
+                            f'(it lacks model and data); choose another '
+                            f'--workdir')
       return _as_configs_are(config)
   return None
 
@@ -155,7 +184,20 @@ def check_resumable(workdir: str, config: ml_collections.ConfigDict) -> None:
 
 
 def clear(workdir: str) -> None:
-  """Removes a run's files from `workdir`, for a run that starts over."""
+  """Removes a run's files from `workdir`, for a run that starts over;
+  refuses (NotARunFolder) a folder whose files a run did not write."""
+  _check_holds_no_other(workdir)
+  path = os.path.join(workdir, records.CONFIG_FILE)
+  if os.path.isfile(path):
+    try:
+      with open(path) as f:
+        config = json.load(f)
+    except (OSError, ValueError):
+      config = None  # A run's own, damaged: starting over replaces it.
+    if isinstance(config, dict) and not all(
+        isinstance(config.get(k), dict) for k in ('model', 'data')):
+      raise NotARunFolder(f'--workdir: {path} is no config a run wrote; '
+                          f'choose another --workdir')
   for name in (records.CONFIG_FILE, records.METRICS_FILE,
                records.SUMMARY_FILE, records.FAILED_FILE):
     path = os.path.join(workdir, name)

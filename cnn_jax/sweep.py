@@ -25,6 +25,7 @@ import copy
 import difflib
 import hashlib
 import itertools
+import json
 import os
 import sys
 import time
@@ -62,7 +63,12 @@ def load_sweep(config_path: str) -> dict[str, Any]:
     raise SweepError(f'--config: {config_path} has no get_sweep(); give '
                      f'python -m cnn_jax.sweep a sweep config such as '
                      f'configs/sweeps/activation_pooling.py')
-  sweep = module.get_sweep()
+  try:
+    sweep = module.get_sweep()
+  except Exception as e:  # pylint: disable=broad-except
+    # Whatever get_sweep() raises is a mistake in the file.
+    raise SweepError(f'--config: {config_path}: get_sweep() raised '
+                     f'{type(e).__name__}: {e}') from None
   check_sweep(sweep)
   return sweep
 
@@ -96,8 +102,13 @@ def check_sweep(sweep: Any) -> None:
                          f'fields needs a "name" for its folder and table; '
                          f'got {validation.shown(value)}')
     _check_distinct_labels(field, values)
+  try:  # sweep.json records the spec: it must be JSON, checked up front.
+    json.dumps({k: v for k, v in sweep.items() if k != 'axes'})
+  except (TypeError, ValueError) as e:
+    raise SweepError(f'the sweep spec must hold JSON values only (str, '
+                     f'number, bool, None, list, dict): {e}') from None
   for key in ('rows', 'cols'):
-    if sweep[key] not in axes:
+    if not isinstance(sweep[key], str) or sweep[key] not in axes:
       raise SweepError(f'sweep {key} must be one of the axes '
                        f'({", ".join(axes)}); got {sweep[key]}')
     # The table is keyed by the values' labels, which a list is not.
@@ -411,6 +422,12 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: dict[str, Any],
   """
   check_sweep(sweep)
   workdir = records.check_folder(workdir, 'sweep workdir')
+  held = [n for n in (records.CONFIG_FILE, records.SUMMARY_FILE,
+                      run_lib.CHECKPOINTS)
+          if os.path.lexists(os.path.join(workdir, n))]
+  if held:  # A run's files and a sweep's points must not mix.
+    raise SweepError(f'sweep workdir {workdir} holds a training run ('
+                     f'{", ".join(held)}); give the sweep a folder of its own')
   todo = points(sweep['axes'])
   folders = check_point_folders(workdir, todo)
   readable = {f: point_name(p) for f, p in zip(folders, todo)}

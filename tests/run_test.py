@@ -1,8 +1,9 @@
 """Crash safety: a run killed with SIGKILL at any moment resumes exactly,
 whichever epochs have checkpoints.
 
-Real processes, really killed: during a checkpoint write, at a random time,
-and after the last epoch but before the summary. The resumed run must end
+Real processes, really killed: before any checkpoint, during a checkpoint
+write, and at a random time (training, checkpointing, testing after the last
+checkpoint or writing the summary). The resumed run must end
 with the numbers of the run that was never interrupted, bit for bit.
 """
 
@@ -27,12 +28,15 @@ from cnn_jax import train
 import _util
 
 
+EPOCHS = 3
+
+
 def _command(workdir, data_dir, interval_s):
   # 10 steps per epoch on a slice of the real data: with interval_s 0, each
   # epoch's checkpoint write is a separate moment to kill at.
   return [sys.executable, '-m', 'cnn_jax.main',
           f'--config={_util.ROOT}/configs/default.py', f'--workdir={workdir}',
-          '--config.num_epochs=4', '--config.batch_size=50',
+          f'--config.num_epochs={EPOCHS}', '--config.batch_size=50',
           '--config.data.num_train_examples=500',
           '--config.data.num_validation_examples=500',
           f'--config.checkpoint_interval_s={interval_s}',
@@ -61,60 +65,61 @@ def _numbers(workdir):
   return epochs, {k: summary[k] for k in keep}
 
 
-def _prepare(data_dir):
-  data = _util.tiny_config().data
-  data.update(data_dir=data_dir, manual_dir=_util.MANUAL_DIR, cache=True)
-  input_pipeline.load_splits(data)  # Prepared and cached once.
-
-
 def test_kill_9_at_any_moment_then_resume_gives_the_same_numbers(
     tmp_path, real_data_dir):
-  _prepare(real_data_dir)
+  """One run killed three times, each in another phase, then finished.
+
+  Its first invocation checkpoints only at the end, as the default interval
+  on a GPU does; the later ones every epoch, so that checkpoint writes are
+  moments to kill at (the interval may change on resume).
+  """
+  data = _util.tiny_config().data
+  data.update(data_dir=real_data_dir, manual_dir=_util.MANUAL_DIR, cache=True)
+  input_pipeline.load_splits(data)  # Prepared and cached once.
   straight, killed = tmp_path / 'straight', tmp_path / 'killed'
+  # When the uninterrupted run's first epoch ends, and the run itself.
+  first_epoch = []
+
+  def watch(names, seconds):
+    del names
+    if not first_epoch and (straight / 'metrics.jsonl').exists():
+      first_epoch.append(seconds)
+    return False
+
   t0 = time.time()
-  assert not _kill_when(straight, real_data_dir, lambda names, s: False)
+  assert not _kill_when(straight, real_data_dir, watch, 1e9)
   duration = time.time() - t0
+  assert os.listdir(straight / 'checkpoints') == [str(EPOCHS)]
 
   rng = random.Random()
-  epoch = rng.randint(1, 4)
-  delay = rng.uniform(0, duration)
-  print(f'killed while writing epoch {epoch}; then after {delay:.2f} s')
-  # While orbax writes epoch's checkpoint (it renames the folder when done).
-  assert _kill_when(killed, real_data_dir, lambda names, s: any(
-      n.startswith(f'{epoch}.') and 'tmp' in n for n in names))
-  # At a random moment, whatever the run is doing then.
-  _kill_when(killed, real_data_dir, lambda names, s: s > delay)
-  # After the last epoch's checkpoint, before the summary.
-  _kill_when(killed, real_data_dir, lambda names, s: '4' in names)
-  assert not os.path.exists(killed / 'summary.json') or (
-      _numbers(killed)[1]['epochs_completed'] == 4)
-  _kill_when(killed, real_data_dir, lambda names, s: False)
-  assert _numbers(killed) == _numbers(straight)
-
-
-def test_with_only_the_last_epoch_checkpointed_a_killed_run_trains_again(
-    tmp_path, real_data_dir):
-  """As the default interval on a GPU: no checkpoint until the end."""
-  _prepare(real_data_dir)
-  straight, killed = tmp_path / 'straight', tmp_path / 'killed'
-  interval = 1e9
-  assert not _kill_when(straight, real_data_dir, lambda names, s: False,
-                        interval)
-  assert os.listdir(straight / 'checkpoints') == ['4']
-  # Killed after 2 of its 4 epochs, none of them checkpointed.
+  trained, epoch = rng.randint(1, EPOCHS - 1), rng.randint(1, EPOCHS - 1)
+  delay = rng.uniform(first_epoch[0], duration)
+  print(f'killed after {trained} epochs, while writing epoch {epoch}, '
+        f'after {delay:.2f} s')
+  # Killed after `trained` epochs, none of them checkpointed.
   assert _kill_when(killed, real_data_dir,
                     lambda names, s: len(records.read_json_lines(
-                        str(killed / 'metrics.jsonl'))) >= 2, interval)
+                        str(killed / 'metrics.jsonl'))) >= trained, 1e9)
   assert not [n for n in os.listdir(killed / 'checkpoints') if n.isdigit()]
-  # At least epoch 1's steps: its events were written before epoch 2's line.
+  # At least epoch 1's steps: its events were written before its line.
   assert len(_util.tensorboard_scalars(killed, 'train/loss')) >= 10
-  assert not _kill_when(killed, real_data_dir, lambda names, s: False,
-                        interval)
+  # Trained again from the start, and killed while orbax writes epoch's
+  # checkpoint (it renames the folder when done).
+  assert _kill_when(killed, real_data_dir, lambda names, s: any(
+      n.startswith(f'{epoch}.') and 'tmp' in n for n in names))
+  # At a random moment from the end of the uninterrupted run's first epoch
+  # to its end, whatever this run is doing then: training, checkpointing,
+  # testing after the last checkpoint, or writing the summary.
+  _kill_when(killed, real_data_dir, lambda names, s: s > delay)
+  assert not os.path.exists(killed / 'summary.json') or (
+      _numbers(killed)[1]['epochs_completed'] == EPOCHS)
+  _kill_when(killed, real_data_dir, lambda names, s: False)
   assert _numbers(killed) == _numbers(straight)
-  # TensorBoard shows each step once, the rerun's: what the killed
-  # invocation wrote is hidden, though the rerun resumed from no checkpoint.
+  # TensorBoard shows each step once, the last invocation's to write it:
+  # what the killed ones wrote after their last checkpoint is hidden, even
+  # where a rerun resumed from no checkpoint.
   losses = _util.tensorboard_scalars(straight, 'train/loss')
-  assert len(losses) == 40
+  assert len(losses) == 10 * EPOCHS
   assert _util.tensorboard_scalars(killed, 'train/loss') == losses
 
 
@@ -259,3 +264,34 @@ def test_a_full_disk_is_found_before_a_checkpoint_is_written(tmp_path):
     assert again.epoch == 1 and int(again.state.step) == 1
   finally:
     subprocess.run(['umount', '--lazy', str(disk)], check=True)
+
+
+def test_a_folder_a_run_did_not_write_is_neither_used_nor_cleared(tmp_path):
+  """A sweep folder, a folder with another program's checkpoints/ or
+  config.json: a run refuses it, --start_over included (run.clear), and
+  deletes nothing; a config.json that cannot be read is one error."""
+  sweep_dir = tmp_path / 'sweep'
+  sweep_dir.mkdir()
+  (sweep_dir / records.SWEEP_FILE).write_text('{}')
+  with pytest.raises(run_lib.NotARunFolder, match='is a sweep folder'):
+    run_lib.started_config(str(sweep_dir))
+  with pytest.raises(run_lib.NotARunFolder, match='is a sweep folder'):
+    run_lib.clear(str(sweep_dir))
+  other = tmp_path / 'other'
+  (other / 'checkpoints').mkdir(parents=True)
+  (other / 'checkpoints' / 'model.pt').write_text('precious')
+  with pytest.raises(run_lib.NotARunFolder, match='model.pt'):
+    run_lib.clear(str(other))
+  assert (other / 'checkpoints' / 'model.pt').read_text() == 'precious'
+  foreign = tmp_path / 'foreign'
+  foreign.mkdir()
+  (foreign / 'config.json').write_text('{"my": "settings"}')
+  with pytest.raises(run_lib.NotARunFolder, match='no config a run wrote'):
+    run_lib.started_config(str(foreign))
+  with pytest.raises(run_lib.NotARunFolder, match='no config a run wrote'):
+    run_lib.clear(str(foreign))
+  assert (foreign / 'config.json').read_text() == '{"my": "settings"}'
+  odd = tmp_path / 'odd'
+  (odd / 'config.json').mkdir(parents=True)
+  with pytest.raises(errors.UserError, match='unreadable'):
+    run_lib.started_config(str(odd))

@@ -473,3 +473,37 @@ def test_a_failure_that_cannot_be_recorded_does_not_stop_the_sweep(
              for r in caplog.records)
   assert _summary(tmp_path, 'activation=tanh,pooling=max')['status'] == 'ok'
 
+
+
+def test_a_failing_get_sweep_and_specs_no_table_can_use_are_one_error(
+    tmp_path):
+  """A get_sweep() that raises, rows that are no axis name, and a spec
+  value sweep.json cannot record are refused before anything is written."""
+  path = tmp_path / 'raises.py'
+  path.write_text('from configs import default\n'
+                  'get_config = default.get_config\n'
+                  'def get_sweep():\n  raise RuntimeError("boom")\n')
+  with pytest.raises(sweep.SweepError,
+                     match='get_sweep\\(\\) raised RuntimeError: boom'):
+    sweep.load_sweep(str(path))
+  spec = {'axes': {'seed': [0]}, 'rows': 'seed', 'cols': 'seed',
+          'metric': 'test_accuracy'}
+  with pytest.raises(sweep.SweepError, match='rows must be one of the axes'):
+    sweep.check_sweep(dict(spec, rows=['seed']))
+  with pytest.raises(sweep.SweepError, match='JSON values only'):
+    sweep.check_sweep(dict(spec, extra={1, 2}))
+  with pytest.raises(sweep.SweepError, match='JSON values only'):
+    sweep.run_sweep(_util.tiny_config(), dict(spec, extra={1, 2}),
+                    str(tmp_path / 'sweep'))
+  assert not (tmp_path / 'sweep').exists()
+
+
+def test_a_sweep_and_a_run_never_share_a_folder(tmp_path):
+  run_dir = tmp_path / 'run'
+  run_dir.mkdir()
+  (run_dir / 'config.json').write_text('{}')
+  spec = {'axes': {'seed': [0]}, 'rows': 'seed', 'cols': 'seed',
+          'metric': 'test_accuracy'}
+  with pytest.raises(sweep.SweepError, match='holds a training run'):
+    sweep.run_sweep(_util.tiny_config(), spec, str(run_dir), dry_run=True)
+  assert os.listdir(run_dir) == ['config.json']
