@@ -80,6 +80,9 @@ def kill_when(cmd, moment, timeout=300):
       proc.send_signal(signal.SIGKILL)
       proc.wait()
       return True
+    # Polled every few milliseconds, not in a busy loop that would take a
+    # core from the run: a checkpoint's temporary folder lasts about 100 ms.
+    time.sleep(0.005)
   assert proc.returncode == 0
   return False
 
