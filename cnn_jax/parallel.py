@@ -3,13 +3,19 @@
 Both map one per-device function over the devices of every process along one
 named axis, AXIS, so the collectives inside it (the gradient `pmean`,
 BatchNorm's statistics, the evaluation sums) span the global batch either
-way. Arguments and results are of two kinds:
+way. Arguments and results are of these kinds:
 
-- REPLICATED: the same on every device (state, the dataset, a step number).
+- REPLICATED: the same on every device (the dataset, a step number).
 - SHARDED: one row per device, the leading axis of a host array laid out as
   [global devices, ...]; each process feeds only the rows of its own devices.
+- RUNS: a leading axis of runs (the state of a group of runs, their keys):
+  on every device whole under data parallelism, split over the devices by
+  RunsMap.
+- SHARDED_RUNS: [global devices, runs, ...], a row per device of every run.
 
-`config.parallelism` picks the implementation by name (PARALLELISMS).
+`create` picks the implementation: RunsMap, where each device trains whole
+runs of a group, or the one `config.parallelism` names (PARALLELISMS), where
+each run's batch is split over all devices.
 """
 
 import abc
@@ -25,8 +31,12 @@ import numpy as np
 from cnn_jax import errors
 
 AXIS = 'batch'
+# RunsMap's mesh axis over which a group's runs are split.
+RUNS_AXIS = 'runs'
 REPLICATED = 'replicated'
 SHARDED = 'sharded'
+RUNS = 'runs'
+SHARDED_RUNS = 'sharded runs'
 
 Kinds = str | Sequence[str]
 
@@ -52,6 +62,8 @@ class Parallelism(abc.ABC):
     # Such loops wait for each step.
     self.wait_each_step = (jax.default_backend() == 'cpu'
                            and jax.local_device_count() > 1)
+    # The size of AXIS: the devices that share each run's batch.
+    self.batch_devices = self.num_devices
 
   @abc.abstractmethod
   def replicate(self, tree: Any) -> Any:
@@ -61,9 +73,14 @@ class Parallelism(abc.ABC):
   def shard(self, tree: Any) -> Any:
     """Host arrays [global devices, ...] -> row d on device d."""
 
+  def runs(self, tree: Any) -> Any:
+    """Host arrays [runs, ...] -> placed as RUNS; whole on every device
+    unless the runs are split over the devices."""
+    return self.replicate(tree)
+
   @abc.abstractmethod
   def get(self, tree: Any) -> Any:
-    """REPLICATED device arrays -> one host copy."""
+    """REPLICATED or RUNS device arrays -> one host copy."""
 
   @abc.abstractmethod
   def abstract(self, tree: Any, kind: str) -> Any:
@@ -109,7 +126,8 @@ class Pmap(Parallelism):
 
   def abstract(self, tree, kind):
     n, sharding = jax.local_device_count(), self._sharding()
-    rows = lambda shape: (n, *shape) if kind == REPLICATED else (n, *shape[1:])
+    rows = lambda shape: ((n, *shape) if kind in (REPLICATED, RUNS)
+                          else (n, *shape[1:]))
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(
         rows(x.shape), x.dtype, sharding=sharding), tree)
 
@@ -144,37 +162,119 @@ class ShardMap(Parallelism):
   def get(self, tree):
     return jax.device_get(jax.tree.map(lambda x: x.addressable_data(0), tree))
 
+  def _spec(self, kind: str) -> jax.P:
+    """Where arrays of `kind` lie on the mesh."""
+    return jax.P(AXIS) if kind in (SHARDED, SHARDED_RUNS) else jax.P()
+
   def abstract(self, tree, kind):
     # Global arrays have the host arrays' shapes.
-    spec = jax.P() if kind == REPLICATED else jax.P(AXIS)
-    sharding = jax.NamedSharding(self.mesh, spec)
+    sharding = jax.NamedSharding(self.mesh, self._spec(kind))
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(
         x.shape, x.dtype, sharding=sharding), tree)
 
   def map(self, fn, in_kinds, out_kinds, *, donate_argnums=()):
-    spec = {REPLICATED: jax.P(), SHARDED: jax.P(AXIS)}
+    spec = self._spec
     multiple = not isinstance(out_kinds, str)
     outs = tuple(out_kinds) if multiple else (out_kinds,)
+    rows = (SHARDED, SHARDED_RUNS)
 
     def per_device(*args):
       # A device's block of a SHARDED array is its row, with the axis kept.
-      args = [_map_if(k == SHARDED, lambda x: x[0], a)
+      args = [_map_if(k in rows, lambda x: x[0], a)
               for a, k in zip(args, in_kinds)]
       results = fn(*args)
       results = results if multiple else (results,)
-      results = tuple(_map_if(k == SHARDED, lambda x: x[None], r)
+      results = tuple(_map_if(k in rows, lambda x: x[None], r)
                       for r, k in zip(results, outs))
       return results if multiple else results[0]
 
-    out_specs = tuple(spec[k] for k in outs)
+    out_specs = tuple(spec(k) for k in outs)
     # fn is written as for pmap: it averages its gradients itself with an
     # explicit pmean. With check_vma, shard_map would also sum them in the
     # transpose of the implicit broadcast of the replicated parameters.
     mapped = jax.shard_map(
         per_device, mesh=self.mesh,
-        in_specs=tuple(spec[k] for k in in_kinds),
+        in_specs=tuple(spec(k) for k in in_kinds),
         out_specs=out_specs if multiple else out_specs[0], check_vma=False)
     return jax.jit(mapped, donate_argnums=donate_argnums)
+
+
+class RunsMap(ShardMap):
+  """Each device trains whole runs of a group: `jax.jit` of `jax.shard_map`
+  over a one-axis mesh of all devices named RUNS_AXIS.
+
+  RUNS arrays are split over the devices, so each device holds its runs'
+  states and takes every step on their full batches; everything else is
+  whole on every device, and SHARDED arrays have one row. On each device
+  the function is vmapped over that row as AXIS, of size one, so that the
+  steps' collectives over AXIS (the gradient `pmean`, BatchNorm's
+  statistics) stay on their device: nothing passes between devices while
+  the runs train (a shard_map axis of size one would still be an
+  all-reduce in the compiled program).
+  """
+
+  def __init__(self):
+    super().__init__()
+    self.mesh = jax.sharding.Mesh(np.array(self.devices), (RUNS_AXIS,))
+    self.batch_devices = 1
+
+  def _spec(self, kind):
+    return {REPLICATED: jax.P(), SHARDED: jax.P(), RUNS: jax.P(RUNS_AXIS),
+            SHARDED_RUNS: jax.P(None, RUNS_AXIS)}[kind]
+
+  def map(self, fn, in_kinds, out_kinds, *, donate_argnums=()):
+    multiple = not isinstance(out_kinds, str)
+    outs = tuple(out_kinds) if multiple else (out_kinds,)
+    rows = (SHARDED, SHARDED_RUNS)
+
+    def per_row(*args):
+      results = fn(*args)
+      return results if multiple else (results,)
+
+    def per_device(*args):
+      # SHARDED rows (one) are AXIS; the other results come back with it.
+      results = jax.vmap(
+          per_row, in_axes=tuple(0 if k in rows else None for k in in_kinds),
+          axis_name=AXIS, axis_size=1)(*args)
+      results = tuple(r if k in rows else jax.tree.map(lambda x: x[0], r)
+                      for r, k in zip(results, outs))
+      return results if multiple else results[0]
+
+    out_specs = tuple(self._spec(k) for k in outs)
+    mapped = jax.shard_map(
+        per_device, mesh=self.mesh,
+        in_specs=tuple(self._spec(k) for k in in_kinds),
+        out_specs=out_specs if multiple else out_specs[0], check_vma=False)
+    return jax.jit(mapped, donate_argnums=donate_argnums)
+
+  def _place(self, tree: Any, kind: str) -> Any:
+    # Every process holds the whole host arrays; each places its devices'
+    # blocks.
+    sharding = jax.NamedSharding(self.mesh, self._spec(kind))
+
+    def put(x):
+      x = np.asarray(x)
+      return jax.make_array_from_callback(x.shape, sharding,
+                                          lambda index: x[index])
+    return jax.tree.map(put, tree)
+
+  def replicate(self, tree):
+    return self._place(tree, REPLICATED)
+
+  def shard(self, tree):
+    return self._place(tree, SHARDED)
+
+  def runs(self, tree):
+    return self._place(tree, RUNS)
+
+  def get(self, tree):
+    def fetch(x):
+      if x.is_fully_replicated:
+        return x.addressable_data(0)
+      if x.is_fully_addressable:
+        return x
+      return multihost_utils.process_allgather(x, tiled=True)
+    return jax.device_get(jax.tree.map(fetch, tree))
 
 
 def _map_if(condition: bool, f: Callable, tree: Any) -> Any:
@@ -185,8 +285,19 @@ PARALLELISMS: dict[str, type[Parallelism]] = {'pmap': Pmap,
                                               'shard_map': ShardMap}
 
 
-def create(name: str) -> Parallelism:
-  """The Parallelism that `config.parallelism` names."""
+def create(name: str, num_runs: int = 1) -> Parallelism:
+  """The Parallelism for a group of `num_runs` runs: the one place that
+  decides between the two ways of using several devices.
+
+  A group whose runs divide evenly among several devices trains runs
+  parallel (RunsMap: each device its share of whole runs, no traffic
+  between devices); any other group, a single run included, data parallel
+  by the implementation `name` (config.parallelism) names, each run's batch
+  split over all devices.
+  """
+  devices = jax.device_count()
+  if devices > 1 and num_runs > 1 and num_runs % devices == 0:
+    return RunsMap()
   return PARALLELISMS[name]()
 
 

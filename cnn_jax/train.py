@@ -40,6 +40,7 @@ from cnn_jax import validation
 
 AXIS = parallel.AXIS
 REPLICATED, SHARDED = parallel.REPLICATED, parallel.SHARDED
+RUNS, SHARDED_RUNS = parallel.RUNS, parallel.SHARDED_RUNS
 
 
 # The config fields whose values may differ between the runs of one program.
@@ -241,6 +242,8 @@ def evaluate_split(state: TrainState, split: dict[str, jnp.ndarray],
 
 # Each step below is vmapped over a leading run axis of the state (and of
 # the keys), then mapped over the devices; data and step numbers are shared.
+# The run axis is of kind RUNS: whole on every device, or split over them
+# (parallel.create decides).
 
 def _train_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """train_batch's keyword arguments that come from the config."""
@@ -255,8 +258,8 @@ def compile_train_batch(config: ml_collections.ConfigDict,
   """(state, data, key, indices, step) -> (state, metrics); donates state."""
   step = functools.partial(train_batch, **_train_options(config))
   return par.map(jax.vmap(step, in_axes=(0, None, 0, 0, None)),
-                 (REPLICATED, REPLICATED, REPLICATED, SHARDED, REPLICATED),
-                 (REPLICATED, REPLICATED), donate_argnums=(0,))
+                 (RUNS, REPLICATED, RUNS, SHARDED_RUNS, REPLICATED),
+                 (RUNS, RUNS), donate_argnums=(0,))
 
 
 def train_epoch(state: TrainState, data: dict[str, jnp.ndarray],
@@ -277,8 +280,8 @@ def compile_train_epoch(config: ml_collections.ConfigDict,
   """(state, data, key, indices) -> (state, metrics [runs, steps])."""
   epoch = functools.partial(train_epoch, **_train_options(config))
   return par.map(jax.vmap(epoch, in_axes=(0, None, 0, 0)),
-                 (REPLICATED, REPLICATED, REPLICATED, SHARDED),
-                 (REPLICATED, REPLICATED), donate_argnums=(0,))
+                 (RUNS, REPLICATED, RUNS, SHARDED_RUNS),
+                 (RUNS, RUNS), donate_argnums=(0,))
 
 
 def scans_epoch(config: ml_collections.ConfigDict) -> bool:
@@ -332,16 +335,17 @@ def compile_epoch_plan(par: parallel.Parallelism, num_examples: int,
                        batch_size: int) -> Callable:
   """(seed keys, epoch) -> (epoch keys, indices)."""
   plan = functools.partial(epoch_plan, num_examples=num_examples,
-                           batch_size=batch_size, num_devices=par.num_devices)
-  return par.map(jax.vmap(plan, in_axes=(0, None)), (REPLICATED, REPLICATED),
-                 (REPLICATED, SHARDED))
+                           batch_size=batch_size,
+                           num_devices=par.batch_devices)
+  return par.map(jax.vmap(plan, in_axes=(0, None)), (RUNS, REPLICATED),
+                 (RUNS, SHARDED_RUNS))
 
 
 def compile_evaluate(par: parallel.Parallelism) -> Callable:
   """(state, split, num_steps) -> each run's {'loss', 'correct', 'count'}
   totals."""
   return par.map(jax.vmap(evaluate_split, in_axes=(0, None, None)),
-                 (REPLICATED, SHARDED, REPLICATED), REPLICATED)
+                 (RUNS, SHARDED, REPLICATED), RUNS)
 
 
 def stack(trees: Sequence[Any]) -> Any:
@@ -517,7 +521,7 @@ class _Program:
 def _compile(config: ml_collections.ConfigDict, seeds: Sequence[int],
              splits: dict[str, input_pipeline.Split]) -> _Program:
   """Places the data and compiles the steps for the runs of `seeds`."""
-  par = parallel.create(config.parallelism)
+  par = parallel.create(config.parallelism, len(seeds))
   num_train = splits['train']['label'].shape[0]
   steps_per_epoch = num_train // config.batch_size
   if steps_per_epoch < 1:
@@ -530,12 +534,13 @@ def _compile(config: ml_collections.ConfigDict, seeds: Sequence[int],
       run_epoch=epoch_runner(config, par, steps_per_epoch),
       epoch_plan=compile_epoch_plan(par, num_train, config.batch_size),
       evaluate=functools.partial(_evaluate, p_evaluate, par),
-      seed_keys=par.replicate(np.stack([jax.random.key_data(_keys(s)[1])
-                                        for s in seeds])),
+      seed_keys=par.runs(np.stack([jax.random.key_data(_keys(s)[1])
+                                   for s in seeds])),
       train_data=par.replicate(splits['train']),
       eval_data={name: (par.shard(split), par.replicate(np.int32(n)))
                  for name, (split, n) in _eval_splits(
-                     splits, config.eval_batch_size, par.num_devices).items()})
+                     splits, config.eval_batch_size,
+                     par.batch_devices).items()})
 
 
 def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int],
@@ -601,12 +606,15 @@ def train_runs(configs: Sequence[ml_collections.ConfigDict],
     logging.info('model:\n%s', monitor.model_table(model, config.model))
   layers = models.layer_set_name(config.model.layers)
   epoch_loop = 'scan' if scans_epoch(config) else 'python'
-  logging.info('parameters: %d; runs in one program: %d; %d devices (%s); '
-               '%s layers; epoch loop: %s', num_params(runs[0].state.params),
-               len(runs), program.par.num_devices, config.parallelism,
-               layers, epoch_loop)
+  logging.info('parameters: %d; runs in one program: %d; %d devices (%s), '
+               '%d per run; %s layers; epoch loop: %s',
+               num_params(runs[0].state.params), len(runs),
+               program.par.num_devices, type(program.par).__name__,
+               program.par.batch_devices, layers, epoch_loop)
   facts = {'num_params': num_params(runs[0].state.params),
            'num_devices': program.par.num_devices,
+           # 1 where each device trains whole runs of the group.
+           'devices_per_run': program.par.batch_devices,
            'num_processes': jax.process_count(),
            'seeds_in_program': len(runs),
            'num_train_examples': splits['train']['label'].shape[0],
@@ -621,7 +629,7 @@ def _train_loop(config: ml_collections.ConfigDict, runs: list[run_lib.Run],
   validation epoch; returns their summaries."""
   par, steps_per_epoch = program.par, program.steps_per_epoch
   target = config.target_test_accuracy
-  state = par.replicate(stack([r.state for r in runs]))
+  state = par.runs(stack([r.state for r in runs]))
   summaries = [None] * len(runs)
   checkpoints = run_lib.CheckpointClock(config.checkpoint_interval_s)
   # Runs still training; a diverged run's lane keeps computing in the
@@ -668,7 +676,7 @@ def _train_loop(config: ml_collections.ConfigDict, runs: list[run_lib.Run],
 
   # --- Test, once, with the epoch validation selected -----------------------
   if live:
-    best = par.replicate(stack([r.best for r in runs]))
+    best = par.runs(stack([r.best for r in runs]))
     test = program.evaluate(state.replace(**best), program.eval_data['test'])
     for k in live:
       summaries[k] = runs[k].finish(test[k], elapsed(), **facts)

@@ -1,4 +1,5 @@
-"""pmap and shard_map give the single-device step, in one process or several."""
+"""pmap and shard_map give the single-device step, in one process or several;
+a group of runs trains whole runs on each device (RunsMap)."""
 
 import json
 import socket
@@ -293,3 +294,61 @@ def test_a_missing_process_ends_the_wait_in_one_line(tmp_path):
     line = _one_error_line(proc.returncode, err)
     assert 'within 3 s' in line and f'(this is process {i})' in line, line
     assert not (tmp_path / f'run{i}').exists()
+
+
+def test_a_group_of_runs_trains_whole_runs_on_each_device():
+  """Four runs on two devices: each device holds two whole runs and takes
+  their steps on their full batches, with no collective between devices
+  in the compiled step, and each run's step is its step on one device.
+  A single run, or runs that do not divide evenly among the devices, stay
+  data parallel.
+
+  SGD and tolerance 1e-5, as in
+  test_pmap_shard_map_and_one_device_take_the_same_steps (which says why).
+  """
+  assert jax.device_count() == 2, 'conftest forces two CPU devices'
+  assert type(parallel.create('pmap', 1)) is parallel.Pmap
+  assert type(parallel.create('shard_map', 3)) is parallel.ShardMap
+  par = parallel.create('pmap', 4)
+  assert type(par) is parallel.RunsMap and par.batch_devices == 1
+
+  model = models.CNN(act=registry.lookup('activation', 'tanh'),
+                     pool=registry.lookup('pooling', 'avg'))
+  tx = optax.sgd(0.1)  # One optimizer: the runs' states stack.
+  states = [jax.device_get(train.create_train_state(jax.random.key(k), model,
+                                                    tx)) for k in range(4)]
+  batches = [_batch(8) for _ in range(4)]
+  for k, b in enumerate(batches):
+    b['image'] = b['image'] * (0.5 + k / 4)
+  step = par.map(jax.vmap(train.train_step), (parallel.RUNS,
+                                               parallel.SHARDED_RUNS),
+                 (parallel.RUNS, parallel.RUNS))
+  s = par.runs(train.stack(states))
+  # [devices along AXIS = 1, runs, batch, ...]
+  b = par.shard(jax.tree.map(lambda *xs: np.stack(xs)[None], *batches))
+  assert {x.data.shape[0] for x in jax.tree.leaves(s)[0].addressable_shards
+          } == {2}
+  compiled = step.lower(s, b).compile().as_text()
+  for collective in ('all-reduce', 'all-gather', 'collective-permute',
+                     'all-to-all'):
+    assert collective not in compiled, collective
+  for _ in range(3):
+    s, m = step(s, b)
+  together = par.get((s, m))
+
+  one = jax.pmap(train.train_step, axis_name=parallel.AXIS,
+                 devices=jax.devices()[:1])
+  for k in range(4):
+    s1 = jax.tree.map(lambda x: np.asarray(x)[None], states[k])
+    for _ in range(3):
+      s1, m1 = one(s1, _by_device(batches[k], 1))
+    s1, m1 = jax.tree.map(lambda x: np.asarray(x)[0], (s1, m1))
+    for field in ('params', 'batch_stats'):
+      chex.assert_trees_all_close(
+          train.unstack(getattr(together[0], field), k), getattr(s1, field),
+          atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(together[1]['loss'][k], m1['loss'], rtol=1e-5)
+  # The steps moved the parameters: the comparison is not of initial values.
+  moved = jax.tree.map(lambda a, b: np.abs(a - b).max(),
+                       train.unstack(together[0].params, 0), states[0].params)
+  assert max(jax.tree.leaves(moved)) > 1e-3

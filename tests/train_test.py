@@ -365,6 +365,9 @@ def test_seeds_in_one_program_match_runs_one_by_one(tmp_path):
   for seed, a, b in zip((0, 3), together, apart):
     assert a['config'] == b['config'] and a['config']['seed'] == seed
     assert a['seeds_in_program'] == 2 and b['seeds_in_program'] == 1
+    # Two runs on two devices: the group trains a whole run on each device
+    # (parallel.RunsMap), a run alone splits its batch over both.
+    assert a['devices_per_run'] == 1 and b['devices_per_run'] == 2
     np.testing.assert_allclose(a['test_loss'], b['test_loss'], rtol=1e-3)
     va = _epoch_records(str(tmp_path / f'v{seed}'))
     sa = _epoch_records(str(tmp_path / f's{seed}'))
@@ -379,8 +382,15 @@ def test_seeds_in_one_program_match_runs_one_by_one(tmp_path):
 def test_runs_of_other_hyperparameters_in_one_program_match_runs_alone(
     tmp_path):
   """Seed x learning rate x weight decay, and label smoothing, in one program:
-  each run's numbers are those of its own run, to the whole-run tolerance of
-  test_seeds_in_one_program_match_runs_one_by_one (which says why)."""
+  each run's numbers are those of its own run.
+
+  The group trains a whole run on each device (parallel.RunsMap), a run
+  alone splits its batch over both, so the sums are split otherwise: the
+  training losses agree to 1e-6, the losses measured through BatchNorm's
+  running statistics only to a few 1e-3 (the conv-bias noise of
+  test_seeds_in_one_program_match_runs_one_by_one; a run alone on one device
+  and on two differ by as much).
+  """
   configs = []
   for seed in (0, 3):
     for learning_rate in (1e-3, 3e-3):
@@ -400,10 +410,12 @@ def test_runs_of_other_hyperparameters_in_one_program_match_runs_alone(
                                   dirs('s')):
     assert a['config'] == b['config'] == config.to_dict()
     assert a['seeds_in_program'] == 8 and b['seeds_in_program'] == 1
-    np.testing.assert_allclose(a['test_loss'], b['test_loss'], rtol=1e-3)
+    assert a['devices_per_run'] == 1 and b['devices_per_run'] == 2
+    np.testing.assert_allclose(a['test_loss'], b['test_loss'], rtol=5e-3)
     for ra, rb in zip(_epoch_records(va), _epoch_records(sa)):
-      for key in ('train_loss', 'val_loss'):
-        np.testing.assert_allclose(ra[key], rb[key], rtol=1e-3)
+      np.testing.assert_allclose(ra['train_loss'], rb['train_loss'],
+                                 rtol=1e-4)
+      np.testing.assert_allclose(ra['val_loss'], rb['val_loss'], rtol=5e-3)
   # Eight different runs: a run given another's values would not match its
   # own run alone.
   losses = sorted(s['test_loss'] for s in together)
