@@ -71,11 +71,13 @@ REMOVED_FIELDS = ('train_error_marks',)
 _CHECKPOINT_OVERHEAD = (1.0, 128 * 1024)
 
 
-def _flat(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+def flat(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+  """{dotted field: value} of a nested dict, tuples as lists (as JSON
+  gives them back)."""
   out = {}
   for key, value in tree.items():
     if isinstance(value, dict):
-      out.update(_flat(value, f'{prefix}{key}.'))
+      out.update(flat(value, f'{prefix}{key}.'))
     else:
       out[prefix + key] = list(value) if isinstance(value, tuple) else value
   return out
@@ -158,7 +160,7 @@ def config_changes(started: dict[str, Any],
   then continues exactly as a longer run would. A cosine schedule spans
   num_epochs, so there a new value would train something else.
   """
-  old, new = _flat(started), _flat(config.to_dict())
+  old, new = flat(started), flat(config.to_dict())
   changes = []
   for field in sorted(set(old) | set(new)):
     a, b = old.get(field), new.get(field)

@@ -397,28 +397,17 @@ def _check_runs(configs: Sequence[ml_collections.ConfigDict],
     # Each run would stop at its own epoch; one program cannot.
     raise ValueError('train_runs trains one run at a time when '
                      'config.target_test_accuracy is set')
-  first = _flat(configs[0].to_dict())
+  first = run_lib.flat(configs[0].to_dict())
   for config in configs:
     validation.check_config(config)
     if program_key(config) != program_key(configs[0]):
-      other = _flat(config.to_dict())
+      other = run_lib.flat(config.to_dict())
       fields = sorted(f for f in set(first) | set(other)
                       if f not in PER_RUN_FIELDS
                       and first.get(f) != other.get(f))
       raise ValueError(
           f'runs in one program may differ only in {", ".join(PER_RUN_FIELDS)}'
           f'; these differ in {", ".join(fields)}')
-
-
-def _flat(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:
-  """{dotted field: value} of a nested dict."""
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(_flat(value, f'{prefix}{key}.'))
-    else:
-      out[prefix + key] = value
-  return out
 
 
 @jax.jit
