@@ -53,6 +53,87 @@ def tiny_config():
   return config
 
 
+# Runs the commands that run_commands is given, one after another, in this
+# one process: each as `python -m` runs it (its folder first on sys.path, the
+# module as __main__, absl's flags parsed afresh), with its own stdout and
+# stderr (file descriptors, so native output too) and exit status.
+_COMMANDS = r'''
+import json, os, runpy, sys, tempfile, traceback
+from absl import app, flags
+app.define_help_flags()  # What absl adds at its first run: kept throughout.
+commands, results_path = json.load(open(sys.argv[1])), sys.argv[2]
+base_path, base_env = list(sys.path), dict(os.environ)
+results = []
+for command in commands:
+  os.chdir(command['cwd'])
+  os.environ.clear()
+  os.environ.update(base_env, **command['env'])
+  sys.path[:] = [command['cwd'], *base_path[1:]]
+  sys.argv = [command['module'], *command['args']]
+  defined = set(flags.FLAGS)
+  files = [tempfile.TemporaryFile(), tempfile.TemporaryFile()]
+  saved = [os.dup(1), os.dup(2)]
+  for fd, f in zip((1, 2), files):
+    os.dup2(f.fileno(), fd)
+  try:
+    runpy.run_module(command['module'], run_name='__main__', alter_sys=True)
+    code = 0
+  except SystemExit as e:  # What the interpreter makes of it at its exit.
+    code = e.code
+    if code is None:
+      code = 0
+    elif not isinstance(code, int):
+      print(code, file=sys.stderr)
+      code = 1
+  except BaseException:  # pylint: disable=broad-except
+    traceback.print_exc()
+    code = 1
+  sys.stdout.flush()
+  sys.stderr.flush()
+  for fd, old in zip((1, 2), saved):
+    os.dup2(old, fd)
+    os.close(old)
+  # The next command defines its own flags, and reads its own config files.
+  for name in set(flags.FLAGS) - defined:
+    delattr(flags.FLAGS, name)
+  flags.FLAGS.unparse_flags()
+  for name in [m for m in sys.modules if m.split('.')[0] == 'configs']:
+    del sys.modules[name]
+  outputs = []
+  for f in files:
+    f.seek(0)
+    outputs.append(f.read().decode(errors='replace'))
+  results.append([code, *outputs])
+with open(results_path, 'w') as f:
+  json.dump(results, f)
+'''
+
+
+def run_commands(commands, devices=2, timeout=600):
+  """Runs `python -m MODULE ARGS...` for each (module, args, cwd, env) in
+  `commands`, all in one new process, one after another; returns
+  [(exit status, stdout, stderr)] in the same order.
+
+  For commands that stop at bad input: each pays for its own check, not for
+  a Python process and JAX's import. `env` is added to the environment.
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  with tempfile.TemporaryDirectory() as folder:
+    listing = os.path.join(folder, 'commands.json')
+    results = os.path.join(folder, 'results.json')
+    with open(listing, 'w') as f:
+      json.dump([{'module': module, 'args': [str(a) for a in args],
+                  'cwd': str(cwd), 'env': env or {}}
+                 for module, args, cwd, env in commands], f)
+    proc = subprocess.run([sys.executable, '-c', _COMMANDS, listing, results],
+                          cwd=folder, env=subprocess_env(devices),
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(results) as f:
+      return [tuple(r) for r in json.load(f)]
+
+
 def hold_folder(folder):
   """Starts a process that claims `folder` and sleeps; returns once it does."""
   code = ('import sys, time\n'

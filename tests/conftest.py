@@ -55,15 +55,34 @@ def trained_run(tmp_path_factory):
   return workdir
 
 
+def _memory_mappings() -> int:
+  with open('/proc/self/maps', 'rb') as f:
+    return sum(1 for _ in f)
+
+
+def _mapping_limit() -> int:
+  try:
+    with open('/proc/sys/vm/max_map_count') as f:
+      return int(f.read())
+  except OSError:  # Not Linux: no such limit to keep under.
+    return 0
+
+
+_MAPPING_LIMIT = _mapping_limit()
+
+
 @pytest.fixture(autouse=True)
 def release_compiled_programs():
-  """Frees the programs a test compiled once it ends.
+  """Frees the programs compiled so far once they hold half the memory
+  mappings the kernel allows a process.
 
   Each XLA CPU executable holds its own memory mappings. A suite run that
   kept every program alive in one process reached the kernel's
   vm.max_map_count (65,530 here) in train_test.py and segfaulted inside the
-  compiler. A later test that needs the same program loads it from the
-  persistent compilation cache.
+  compiler. Freeing them after every test instead made each test compile
+  (or load from the persistent compilation cache) the programs an earlier
+  test already had: most of the time of the many small tests.
   """
   yield
-  jax.clear_caches()
+  if _MAPPING_LIMIT and _memory_mappings() > _MAPPING_LIMIT // 2:
+    jax.clear_caches()
