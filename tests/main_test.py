@@ -1,4 +1,5 @@
-"""The command line, run as a user runs it: in a subprocess."""
+"""The command line, run as a user runs it: in a subprocess. The refusals
+of bad input, which stop before any work, share one (_util.run_commands)."""
 
 import gc
 import json
@@ -15,35 +16,44 @@ from cnn_jax import input_pipeline
 import _util
 
 
-def _main(*args, workdir, devices=2, cwd=_util.ROOT):
-  """Runs `python -m cnn_jax.main` with the default config and `args`;
-  `workdir=None` leaves --workdir out."""
-  cmd = [sys.executable, '-m', 'cnn_jax.main',
-         f'--config={_util.ROOT}/configs/default.py',
-         *([f'--workdir={workdir}'] if workdir else []), *args]
-  env = _util.subprocess_env(devices)
-  return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
-                        env=env, timeout=600)
-
-
 def test_end_to_end_on_a_real_slice(tmp_path, real_data_dir):
+  """The design's own command, without --workdir (the folder comes from the
+  config's name), on real images once their decoded splits are cached: it
+  then needs no TensorFlow or TFDS, and imports no PyTorch where that is
+  installed (as here, for the benchmark): each costs seconds of start-up
+  (docs/performance.md)."""
+  data = _util.tiny_config().data
+  data.update(data_dir=real_data_dir, manual_dir=_util.MANUAL_DIR, cache=True)
+  input_pipeline.load_splits(data)  # Prepares and caches, if not yet done.
   # One CPU device, as a user's run here. Two forced host devices on a 2-core
   # machine once stalled an all-reduce past XLA's 40 s rendezvous limit in
   # this multi-minute run while another training ran beside it; the short
-  # two-device tests in train_test.py cover the sharded path. The design's
-  # own command, without --workdir: the folder comes from the config's name.
-  proc = _main('--config.num_epochs=2', '--config.batch_size=50',
-               '--config.data.num_train_examples=2000',
-               f'--config.data.data_dir={real_data_dir}',
-               f'--config.data.manual_dir={_util.MANUAL_DIR}',
-               workdir=None, devices=1, cwd=tmp_path)
+  # two-device tests in train_test.py cover the sharded path.
+  argv = ['cnn_jax.main', f'--config={_util.ROOT}/configs/default.py',
+          '--config.num_epochs=2', '--config.batch_size=50',
+          '--config.data.num_train_examples=2000',
+          f'--config.data.data_dir={real_data_dir}',
+          f'--config.data.manual_dir={_util.MANUAL_DIR}']
+  # A module set to None in sys.modules fails to import.
+  script = ('import atexit, runpy, sys\n'
+            'for name in ("tensorflow", "tensorflow_datasets"):\n'
+            '  sys.modules[name] = None\n'
+            'atexit.register(lambda: print("torch imported:",\n'
+            '                              "torch" in sys.modules))\n'
+            f'sys.argv = {argv!r}\n'
+            'runpy.run_module("cnn_jax.main", run_name="__main__")\n')
+  proc = subprocess.run([sys.executable, '-c', script], cwd=tmp_path,
+                        capture_output=True, text=True, timeout=600,
+                        env=_util.subprocess_env(1))
   assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'torch imported: False' in proc.stdout, proc.stdout[-2000:]
   workdir = tmp_path / 'workdirs' / 'default'
   assert 'workdir: workdirs/default' in proc.stderr.splitlines()[0]
   with open(workdir / 'summary.json') as f:
     summary = json.load(f)
   assert summary['epochs_completed'] == 2
   assert summary['num_train_examples'] == 2000
+  assert summary['data']['source'] == 'cache'
   # 80 steps on 2,000 real images: far above the 0.1 of guessing.
   assert summary['test_accuracy'] > 0.6, summary['test_accuracy']
   with open(workdir / 'metrics.jsonl') as f:
@@ -55,38 +65,6 @@ def test_end_to_end_on_a_real_slice(tmp_path, real_data_dir):
     assert word in epoch_lines[0]
   # Library chatter (orbax's INFO lines) stays off the console.
   assert 'orbax' not in proc.stderr
-
-
-def test_trains_without_tensorflow_from_the_cache(tmp_path, real_data_dir):
-  """Once the decoded splits are cached, a run needs no TensorFlow or TFDS,
-  and it imports no PyTorch where that is installed (as here, for the
-  benchmark): each costs seconds of start-up (README, "Start-up")."""
-  config = _util.tiny_config().data
-  config.update(data_dir=real_data_dir, manual_dir=_util.MANUAL_DIR,
-                cache=True)
-  input_pipeline.load_splits(config)  # Prepares and caches, if not yet done.
-  workdir = tmp_path / 'run'
-  argv = ['cnn_jax.main', f'--config={_util.ROOT}/configs/default.py',
-          f'--workdir={workdir}', '--config.num_epochs=1',
-          '--config.batch_size=50', '--config.data.num_train_examples=500',
-          f'--config.data.data_dir={real_data_dir}']
-  # A module set to None in sys.modules fails to import.
-  script = ('import atexit, runpy, sys\n'
-            'for name in ("tensorflow", "tensorflow_datasets"):\n'
-            '  sys.modules[name] = None\n'
-            'atexit.register(lambda: print("torch imported:",\n'
-            '                              "torch" in sys.modules))\n'
-            f'sys.argv = {argv!r}\n'
-            'runpy.run_module("cnn_jax.main", run_name="__main__")\n')
-  proc = subprocess.run([sys.executable, '-c', script], cwd=_util.ROOT,
-                        capture_output=True, text=True, timeout=600,
-                        env=_util.subprocess_env(1))
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert 'torch imported: False' in proc.stdout, proc.stdout[-2000:]
-  with open(workdir / 'summary.json') as f:
-    summary = json.load(f)
-  assert summary['epochs_completed'] == 1
-  assert summary['test_accuracy'] > 0.3  # 10 steps of real images.
 
 
 @pytest.mark.parametrize('preallocate', [None, 'true'])
@@ -119,21 +97,6 @@ def test_gpu_memory_is_claimed_as_needed_unless_the_user_says(tmp_path,
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.splitlines()[-1] == (
       f'started before: False {preallocate or "false"}'), proc.stdout
-
-
-def test_a_workdir_in_use_is_refused_at_once(tmp_path):
-  holder = _util.hold_folder(tmp_path / 'run')
-  try:
-    proc = _main(workdir=tmp_path / 'run')
-  finally:
-    holder.kill()
-    holder.wait()
-  assert proc.returncode == 2, proc.stderr[-2000:]
-  errors = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
-  assert len(errors) == 1, proc.stderr[-2000:]
-  assert f'is in use by process {holder.pid} on ' in errors[0]
-  assert 'Traceback' not in proc.stderr
-  assert os.listdir(tmp_path / 'run') == ['.lock']  # Nothing of a run.
 
 
 SWEEP_COPY = """from configs import default
@@ -184,25 +147,64 @@ BAD_INPUTS = {
 }
 
 
+@pytest.fixture(scope='module')
+def refusals(tmp_path_factory):
+  """Each BAD_INPUTS case, and a workdir in use, run as its command line in
+  a folder of its own, all in one process (_util.run_commands): {name:
+  (exit status, stderr, the folder's files before, after)}."""
+  # The copy of a config first, before any command imported configs/.
+  names = sorted(BAD_INPUTS, key=lambda n: n != 'copy_that_imports_the_default')
+  folders, commands = [], []
+  for name in names:
+    config, workdir, args, _ = BAD_INPUTS[name]
+    folder = tmp_path_factory.mktemp(name)
+    if config and not config.startswith('/'):
+      (folder / 'my_config.py').write_text(config)
+      config = 'my_config.py'
+    (folder / 'afile').write_text('')
+    folders.append((folder, sorted(os.listdir(folder))))
+    commands.append(('cnn_jax.main', [
+        f'--config={config or _util.ROOT + "/configs/default.py"}',
+        f'--workdir={workdir}', *args], folder, None))
+  in_use = tmp_path_factory.mktemp('in_use')
+  holder = _util.hold_folder(in_use / 'run')
+  names.append('in_use')
+  folders.append((in_use / 'run', ['.lock']))
+  commands.append(('cnn_jax.main', [
+      f'--config={_util.ROOT}/configs/default.py', f'--workdir={in_use}/run'],
+                   _util.ROOT, None))
+  try:
+    results = _util.run_commands(commands)
+  finally:
+    holder.kill()
+    holder.wait()
+  refused = {name: (code, err, before, sorted(os.listdir(folder)))
+             for name, (folder, before), (code, _, err) in zip(
+                 names, folders, results)}
+  refused['in_use'] += (holder.pid,)
+  return refused
+
+
+def _one_error_line(code, err):
+  assert code == 2, err[-2000:]
+  errors = [l for l in err.splitlines() if l.startswith('error: ')]
+  assert len(errors) == 1, err[-2000:]
+  assert 'Traceback' not in err
+  return errors[0]
+
+
 @pytest.mark.parametrize('name', sorted(BAD_INPUTS))
-def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, name):
-  config, workdir, args, words = BAD_INPUTS[name]
-  if config and not config.startswith('/'):
-    (tmp_path / 'my_config.py').write_text(config)
-    config = 'my_config.py'
-  (tmp_path / 'afile').write_text('')
-  before = sorted(os.listdir(tmp_path))
-  cmd = [sys.executable, '-m', 'cnn_jax.main',
-         f'--config={config or _util.ROOT + "/configs/default.py"}',
-         f'--workdir={workdir}', *args]
-  proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True,
-                        env=_util.subprocess_env(2), timeout=600)
-  assert proc.returncode == 2, proc.stderr[-2000:]
-  errors = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
-  assert len(errors) == 1, proc.stderr[-2000:]
-  assert words in errors[0]
-  assert 'Traceback' not in proc.stderr
-  assert sorted(os.listdir(tmp_path)) == before  # Nothing left behind.
+def test_bad_input_is_one_line_and_leaves_nothing(refusals, name):
+  code, err, before, after = refusals[name]
+  assert BAD_INPUTS[name][3] in _one_error_line(code, err)
+  assert after == before  # Nothing left behind.
+
+
+def test_a_workdir_in_use_is_refused_at_once(refusals):
+  code, err, before, after, holder = refusals['in_use']
+  line = _one_error_line(code, err)
+  assert f'is in use by process {holder} on ' in line
+  assert after == before == ['.lock']  # Nothing of a run.
 
 
 def test_a_diverged_run_is_one_line_and_exit_status_1(tmp_path,
