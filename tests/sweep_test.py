@@ -4,7 +4,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
 import time
 
@@ -253,30 +252,36 @@ def test_a_data_error_stops_the_sweep_before_it_writes(tmp_path):
   assert not (tmp_path / 'sweep').exists()
 
 
-def test_dry_run_lists_points_and_writes_nothing(tmp_path):
-  workdir = tmp_path / 'sweep'
-  proc = subprocess.run(
-      [sys.executable, '-m', 'cnn_jax.sweep',
-       f'--config={_util.ROOT}/configs/sweeps/activation_pooling.py',
-       f'--workdir={workdir}', '--dry_run', '--config.num_epochs=1'],
-      cwd=_util.ROOT, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  lines = proc.stdout.splitlines()
+@pytest.fixture(scope='module')
+def command_lines(tmp_path_factory):
+  """The sweep command lines below, run in one process
+  (_util.run_commands): {name: (exit status, stdout, stderr, workdir)}."""
+  folder = tmp_path_factory.mktemp('command_lines')
+  commands = {'dry_run': ('activation_pooling.py',
+                          ['--dry_run', '--config.num_epochs=1']),
+              'bad_override': ('batch_norm.py', ['--config.learning_rate=-1'])}
+  results = _util.run_commands([
+      ('cnn_jax.sweep', [f'--config={_util.ROOT}/configs/sweeps/{config}',
+                         f'--workdir={folder / name}', *args],
+       _util.ROOT, None) for name, (config, args) in commands.items()])
+  return {name: (*result, folder / name)
+          for name, result in zip(commands, results)}
+
+
+def test_dry_run_lists_points_and_writes_nothing(command_lines):
+  code, out, err, workdir = command_lines['dry_run']
+  assert code == 0, err[-2000:]
+  lines = out.splitlines()
   assert len(lines) == 3 * 4 * 3
   assert all(line.startswith('todo') for line in lines)
-  assert 'activation=relu,pooling=gaussian,seed=2' in proc.stdout
+  assert 'activation=relu,pooling=gaussian,seed=2' in out
   assert not workdir.exists()
 
 
-def test_bad_override_fails_before_any_point_runs(tmp_path):
-  workdir = tmp_path / 'sweep'
-  proc = subprocess.run(
-      [sys.executable, '-m', 'cnn_jax.sweep',
-       f'--config={_util.ROOT}/configs/sweeps/batch_norm.py',
-       f'--workdir={workdir}', '--config.learning_rate=-1'],
-      cwd=_util.ROOT, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 2
-  assert proc.stderr.strip().splitlines()[-1] == (
+def test_bad_override_fails_before_any_point_runs(command_lines):
+  code, _, err, workdir = command_lines['bad_override']
+  assert code == 2
+  assert err.strip().splitlines()[-1] == (
       'error: config.learning_rate must be a finite number > 0; got -1.0')
   assert not workdir.exists()
 
@@ -316,20 +321,6 @@ def test_a_point_is_partial_once_it_has_a_checkpoint(tmp_path):
   assert sweep._status(str(tmp_path)) == 'todo'
   (checkpoints / '1').mkdir()
   assert sweep._status(str(tmp_path)) == 'partial'
-
-
-def test_vmapped_sweep_equals_the_one_by_one_sweep(tmp_path):
-  spec = dict(SWEEP, axes={'model.activation': ['relu'],
-                           'model.pooling': ['max'], 'seed': [0, 1]})
-  assert set(_run(spec, tmp_path / 'v').values()) == {'done'}
-  assert set(_run(spec, tmp_path / 's', vmap_seeds=False).values()) == {'done'}
-  for name in ('activation=relu,pooling=max,seed=0',
-               'activation=relu,pooling=max,seed=1'):
-    v, s = _summary(tmp_path / 'v', name), _summary(tmp_path / 's', name)
-    assert v['seeds_in_program'] == 2 and s['seeds_in_program'] == 1
-    assert v['config'] == s['config']
-    # Float tolerance, as train_test's whole-run comparison explains.
-    assert abs(v['test_loss'] - s['test_loss']) <= 1e-3 * s['test_loss']
 
 
 def test_a_sweep_killed_at_a_random_moment_ends_as_if_never_killed(
