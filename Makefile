@@ -10,7 +10,7 @@ ARGS ?=
 
 MANUAL_FLAG := $(if $(wildcard $(MANUAL_DIR)/train-images-idx3-ubyte.gz),--config.data.manual_dir=$(MANUAL_DIR),)
 
-.PHONY: setup train test benchmark offline-bundle clean
+.PHONY: setup train test test-fast benchmark offline-bundle clean
 
 setup: $(VENV)/.installed
 
@@ -40,6 +40,11 @@ offline-bundle: setup
 
 test: setup
 	CNN_JAX_MANUAL_DIR=$(MANUAL_DIR) $(PY) -m pytest tests
+
+# The inner loop: every test but those marked slow (real data, kills, other
+# processes training). `make test`, as CI, runs them all.
+test-fast: setup
+	CNN_JAX_MANUAL_DIR=$(MANUAL_DIR) $(PY) -m pytest tests -m 'not slow'
 
 clean:
 	rm -rf $(VENV) workdirs

@@ -29,6 +29,7 @@ def test_load_splits_shapes_dtypes_and_cap():
   assert splits['train']['label'].shape == (10,)
 
 
+@pytest.mark.slow
 def test_real_fashion_mnist_from_the_manual_dir(real_data_dir):
   # Offline, `make test` sets CNN_JAX_MANUAL_DIR; elsewhere TFDS downloads.
   config = _util.tiny_config().data

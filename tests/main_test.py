@@ -16,6 +16,7 @@ from cnn_jax import input_pipeline
 import _util
 
 
+@pytest.mark.slow
 def test_end_to_end_on_a_real_slice(tmp_path, real_data_dir):
   """The design's own command, without --workdir (the folder comes from the
   config's name), on real images once their decoded splits are cached: it
@@ -207,6 +208,7 @@ def test_a_workdir_in_use_is_refused_at_once(refusals):
   assert after == before == ['.lock']  # Nothing of a run.
 
 
+@pytest.mark.slow
 def test_a_diverged_run_is_one_line_and_exit_status_1(tmp_path,
                                                       real_data_dir):
   """Also: a workdir given with ~ is the home folder's."""
@@ -250,6 +252,7 @@ def _interrupt(cmd, moment):
   return proc.returncode, ''.join(lines)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('command, args, line', [
     ('main', [], 'interrupted; run the same command again to resume from '
                  'the last checkpoint'),

@@ -65,6 +65,7 @@ def _numbers(workdir):
   return epochs, {k: summary[k] for k in keep}
 
 
+@pytest.mark.slow
 def test_kill_9_at_any_moment_then_resume_gives_the_same_numbers(
     tmp_path, real_data_dir):
   """One run killed three times, each in another phase, then finished.

@@ -323,6 +323,7 @@ def test_a_point_is_partial_once_it_has_a_checkpoint(tmp_path):
   assert sweep._status(str(tmp_path)) == 'partial'
 
 
+@pytest.mark.slow
 def test_a_sweep_killed_at_a_random_moment_ends_as_if_never_killed(
     tmp_path, real_data_dir):
   """kill -9 of the sweep process, a rerun: every point once, same table.
