@@ -15,6 +15,16 @@ def _init(model, batch=2):
   return model.init(jax.random.key(0), x, train=False)
 
 
+def _shapes(model, batch=2):
+  """What _init returns, as shapes: traced, with nothing compiled or run."""
+  return jax.eval_shape(lambda: _init(model, batch))
+
+
+def _applied_shapes(model, variables, x, **kwargs):
+  """model.apply's outputs, as shapes."""
+  return jax.eval_shape(lambda v: model.apply(v, x, **kwargs), variables)
+
+
 def _count(tree):
   return sum(x.size for x in jax.tree.leaves(tree))
 
@@ -22,7 +32,7 @@ def _count(tree):
 def test_default_model_matches_seed_parameter_count():
   # The seed's PyTorch convnet1 has 29,034 trainable parameters.
   model = models.create_model(_util.tiny_config().model)
-  variables = _init(model)
+  variables = _shapes(model)
   assert _count(variables['params']) == 29_034
   # Running mean and variance of 16 + 32 channels.
   assert _count(variables['batch_stats']) == 2 * (16 + 32)
@@ -31,7 +41,7 @@ def test_default_model_matches_seed_parameter_count():
 def test_without_batch_norm_convs_keep_their_bias():
   config = _util.tiny_config().model
   config.batch_norm = False
-  variables = _init(models.create_model(config))
+  variables = _shapes(models.create_model(config))
   assert 'batch_stats' not in variables
   assert _count(variables['params']) == 29_034 - 2 * (16 + 32)  # BatchNorm scale and bias
   assert variables['params']['conv1']['bias'].shape == (16,)
@@ -40,14 +50,13 @@ def test_without_batch_norm_convs_keep_their_bias():
 @pytest.mark.parametrize('train', [False, True])
 def test_logits_shape(train):
   model = models.CNN(bn_axis_name=None)
-  variables = _init(model)
-  x = jnp.ones((3, 28, 28, 1))
-  logits, _ = model.apply(variables, x, train=train, mutable=['batch_stats'])
+  logits, _ = _applied_shapes(model, _shapes(model), jnp.ones((3, 28, 28, 1)),
+                              train=train, mutable=['batch_stats'])
   assert logits.shape == (3, 10)
 
 
 def test_flatten_size_follows_two_poolings():
-  variables = _init(models.CNN(bn_axis_name=None))
+  variables = _shapes(models.CNN(bn_axis_name=None))
   # 28 -> 14 -> 7 spatially, 32 channels, into 10 classes.
   assert variables['params']['fc']['kernel'].shape == (7 * 7 * 32, 10)
 
@@ -75,7 +84,7 @@ def test_every_registry_entry_builds(activation, pooling):
 
 
 def test_tiny_cnn_for_tests():
-  variables = _init(models._TinyCNN(bn_axis_name=None))
+  variables = _shapes(models._TinyCNN(bn_axis_name=None))
   assert variables['params']['fc']['kernel'].shape == (14 * 14 * 4, 10)
 
 
@@ -126,9 +135,9 @@ def test_receptive_fields_sides_are_the_models_with_overlapping_pools():
   assert [(g.receptive_field, g.jump) for g in geometry] == [
       (1, 1), (5, 1), (7, 2), (15, 2), (19, 4)]
   model = models.create_model(config, bn_axis_name=None)
-  variables = _init(model)
-  _, state = model.apply(variables, jnp.zeros((1, 28, 28, 1)), train=False,
-                         mutable=['intermediates'])
+  variables = _shapes(model)
+  _, state = _applied_shapes(model, variables, jnp.zeros((1, 28, 28, 1)),
+                             train=False, mutable=['intermediates'])
   # Each conv's activation maps, and the pooled map the dense layer reads.
   for name, g in (('act1', geometry[1]), ('act2', geometry[3])):
     assert state['intermediates'][name][0].shape == (1, g.side, g.side,
@@ -164,9 +173,8 @@ def test_strided_convs_without_pooling_keep_the_pooled_sizes(layers):
                 pool_stride=1)
   assert models.feature_map_sides(config, 28) == [14, 7]
   model = models.create_model(config, bn_axis_name=None)
-  variables = _init(model)
-  _, state = model.apply(variables, jnp.ones((2, 28, 28, 1)), train=False,
-                         mutable=['intermediates'])
+  _, state = _applied_shapes(model, _shapes(model), jnp.ones((2, 28, 28, 1)),
+                             train=False, mutable=['intermediates'])
   chex.assert_shape(state['intermediates']['act1'][0], (2, 14, 14, 16))
   chex.assert_shape(state['intermediates']['features'][0], (2, 7 * 7 * 32))
   # The receptive field grows by the stride instead of a pool.
