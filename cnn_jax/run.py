@@ -446,8 +446,14 @@ class _QuietWriteFailures(std_logging.Filter):
   where it surfaces."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    return not (record.exc_info and '/orbax/' in record.pathname
-                and _write_failure(record.exc_info[1]) is not None)
+    if not (record.exc_info and '/orbax/' in record.pathname):
+      return True
+    error = record.exc_info[1]
+    # A writer still at work when the failed save's partial folder is
+    # removed finds its files gone: part of the same failure.
+    discarded = ('NOT_FOUND' in str(error)
+                 and 'orbax-checkpoint-tmp' in str(error))
+    return not (discarded or _write_failure(error) is not None)
 
 
 _QUIET_WRITE_FAILURES = _QuietWriteFailures()
@@ -472,6 +478,18 @@ def _quiet_closed_loops() -> None:
 
   unraisable.drops_closed_loops = True
   sys.unraisablehook = unraisable
+
+
+def _remove_partial_checkpoints(folder: str) -> None:
+  """Removes the temporary folders a failed save left; tries again while a
+  writer thread still finishing its last file recreates what was removed."""
+  for _ in range(50):
+    partial = glob.glob(os.path.join(folder, '*.orbax-checkpoint-tmp*'))
+    if not partial:
+      return
+    for tmp in partial:
+      shutil.rmtree(tmp, ignore_errors=True)
+    time.sleep(0.05)
 
 
 class CheckpointClock:
@@ -698,8 +716,7 @@ class Run:
       except (OSError, ValueError):
         pass  # The same failure again.
       if self._writes:
-        for tmp in glob.glob(os.path.join(folder, '*.orbax-checkpoint-tmp*')):
-          shutil.rmtree(tmp, ignore_errors=True)
+        _remove_partial_checkpoints(folder)
       steps = [int(n) for n in os.listdir(folder) if n.isdigit()
                ] if os.path.isdir(folder) else []
       start = f"epoch {max(steps)}'s checkpoint" if steps else 'the start'
