@@ -167,7 +167,6 @@ def _wait_all(procs, timeout):
         p.wait()
 
 
-@pytest.mark.slow
 def test_two_processes_equal_one_process_with_two_devices(tmp_path,
                                                           real_data_dir):
   """JAX's distributed runtime on 127.0.0.1, CPU collectives through gloo.
@@ -184,6 +183,7 @@ def test_two_processes_equal_one_process_with_two_devices(tmp_path,
           f'--config.data.data_dir={real_data_dir}',
           f'--config.data.manual_dir={_util.MANUAL_DIR}']
   summaries = {}
+  # One process first: it prepares the dataset the others then share.
   for name, processes, devices, parallelism in (
       ('one', 1, 2, 'pmap'), ('two', 2, 1, 'pmap'),
       ('two_shard_map', 2, 1, 'shard_map')):
