@@ -29,18 +29,12 @@ import pytest
 
 @pytest.fixture(scope='session')
 def real_data_dir(tmp_path_factory):
-  """A TFDS data_dir holding the real Fashion-MNIST and its decoded-split
-  cache, shared by the tests that read it.
+  """A TFDS data_dir shared by the tests that read the real Fashion-MNIST.
 
-  Prepared once per session through load_splits, from CNN_JAX_MANUAL_DIR
-  when it is set (offline), else downloaded by TFDS.
+  Prepared once per session from CNN_JAX_MANUAL_DIR when it is set (offline),
+  else downloaded by TFDS.
   """
-  from cnn_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  data = _util.tiny_config().data
-  data.update(data_dir=str(tmp_path_factory.mktemp('tfds')),
-              manual_dir=_util.MANUAL_DIR, cache=True)
-  input_pipeline.load_splits(data)
-  return data.data_dir
+  return str(tmp_path_factory.mktemp('tfds'))
 
 
 @pytest.fixture(scope='session')

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from cnn_jax import cli
+from cnn_jax import input_pipeline
 import _util
 
 
@@ -22,6 +23,9 @@ def test_end_to_end_on_a_real_slice(tmp_path, real_data_dir):
   then needs no TensorFlow or TFDS, and imports no PyTorch where that is
   installed (as here, for the benchmark): each costs seconds of start-up
   (docs/performance.md)."""
+  data = _util.tiny_config().data
+  data.update(data_dir=real_data_dir, manual_dir=_util.MANUAL_DIR, cache=True)
+  input_pipeline.load_splits(data)  # Prepares and caches, if not yet done.
   # One CPU device, as a user's run here. Two forced host devices on a 2-core
   # machine once stalled an all-reduce past XLA's 40 s rendezvous limit in
   # this multi-minute run while another training ran beside it; the short
@@ -208,6 +212,9 @@ def test_a_workdir_in_use_is_refused_at_once(refusals):
 def test_a_diverged_run_is_one_line_and_exit_status_1(tmp_path,
                                                       real_data_dir):
   """Also: a workdir given with ~ is the home folder's."""
+  data = _util.tiny_config().data
+  data.update(data_dir=real_data_dir, manual_dir=_util.MANUAL_DIR, cache=True)
+  input_pipeline.load_splits(data)
   env = dict(_util.subprocess_env(1), HOME=str(tmp_path))
   proc = subprocess.run(
       [sys.executable, '-m', 'cnn_jax.main',
@@ -261,6 +268,9 @@ def test_ctrl_c_is_one_line_saying_how_to_resume(tmp_path, real_data_dir,
   """Interrupted while epoch 2's checkpoint is being written: it is
   finished first (at the interpreter's shutdown orbax's commit failed, with
   a traceback, and the checkpoint was lost)."""
+  data = _util.tiny_config().data
+  data.update(data_dir=real_data_dir, manual_dir=_util.MANUAL_DIR, cache=True)
+  input_pipeline.load_splits(data)
   config = {'main': 'default.py', 'sweep': 'sweeps/seeds.py'}[command]
   code, err = _interrupt(
       [sys.executable, '-m', f'cnn_jax.{command}',

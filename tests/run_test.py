@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from cnn_jax import errors
+from cnn_jax import input_pipeline
 from cnn_jax import models
 from cnn_jax import records
 from cnn_jax import run as run_lib
@@ -73,6 +74,9 @@ def test_kill_9_at_any_moment_then_resume_gives_the_same_numbers(
   on a GPU does; the later ones every epoch, so that checkpoint writes are
   moments to kill at (the interval may change on resume).
   """
+  data = _util.tiny_config().data
+  data.update(data_dir=real_data_dir, manual_dir=_util.MANUAL_DIR, cache=True)
+  input_pipeline.load_splits(data)  # Prepared and cached once.
   straight, killed = tmp_path / 'straight', tmp_path / 'killed'
   # When the uninterrupted run's first epoch ends, and the run itself.
   first_epoch = []

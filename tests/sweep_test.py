@@ -332,6 +332,9 @@ def test_a_sweep_killed_at_a_random_moment_ends_as_if_never_killed(
   compilation. Every epoch is checkpointed, so that a point killed in its
   second epoch resumes.
   """
+  data = _util.tiny_config().data
+  data.update(data_dir=real_data_dir, manual_dir=_util.MANUAL_DIR, cache=True)
+  input_pipeline.load_splits(data)
   spec = tmp_path / 'three_points.py'
   spec.write_text(
       'from configs import default\n'
