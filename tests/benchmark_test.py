@@ -96,8 +96,8 @@ def test_bad_flag_is_one_line_and_leaves_nothing(tmp_path):
   workdir = tmp_path / 'bench'
   proc = subprocess.run(
       [sys.executable, '-m', 'cnn_jax.benchmark', f'--workdir={workdir}',
-       '--target=1.5'], cwd=_util.ROOT, capture_output=True, text=True,
-      timeout=300)
+       f'--manual_dir={_util.MANUAL_DIR}', '--target=1.5'], cwd=_util.ROOT,
+      capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2
   errors = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
   assert errors == ['error: --target must be in (0, 1); got 1.5']
